@@ -1,0 +1,5 @@
+"""Allow `python -m zaptui`."""
+
+from zaptui.cli import main
+
+raise SystemExit(main())

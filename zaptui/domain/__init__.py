@@ -1,0 +1,1 @@
+"""The domain: profiles, address cleansing and field mapping. Pure Python."""

@@ -1,0 +1,87 @@
+"""A Klaviyo profile as the sync engine sees it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from zaptui.clock import parse_iso
+
+
+def _text(value: Any) -> str:
+    """A value from outside as plain text ("" for null or missing)."""
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else str(value)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """The attributes of one member of a list or segment. Any may be empty."""
+
+    id: str
+    email: str = ""
+    phone_number: str = ""
+    external_id: str = ""
+    first_name: str = ""
+    last_name: str = ""
+    organization: str = ""
+    title: str = ""
+    locale: str = ""
+    location: dict[str, Any] = field(default_factory=dict)
+    properties: dict[str, Any] = field(default_factory=dict)
+    joined_group_at: datetime | None = None
+
+    @classmethod
+    def from_resource(cls, resource: dict[str, Any]) -> Profile:
+        """Build a profile from a JSON:API `profile` resource, tolerating nulls."""
+        attributes = resource.get("attributes") or {}
+        location = attributes.get("location")
+        properties = attributes.get("properties")
+        try:
+            joined = parse_iso(attributes.get("joined_group_at"))
+        except (TypeError, ValueError):
+            joined = None
+        return cls(
+            id=_text(resource.get("id")),
+            email=_text(attributes.get("email")),
+            phone_number=_text(attributes.get("phone_number")),
+            external_id=_text(attributes.get("external_id")),
+            first_name=_text(attributes.get("first_name")),
+            last_name=_text(attributes.get("last_name")),
+            organization=_text(attributes.get("organization")),
+            title=_text(attributes.get("title")),
+            locale=_text(attributes.get("locale")),
+            location=location if isinstance(location, dict) else {},
+            properties=properties if isinstance(properties, dict) else {},
+            joined_group_at=joined,
+        )
+
+    @property
+    def display_name(self) -> str:
+        """The name to show an operator, or the email when there is none."""
+        name = f"{self.first_name} {self.last_name}".strip()
+        return name or self.email or self.id
+
+    def get(self, path: str) -> Any:
+        """Read a field by path: `first_name`, `location.zip`, `properties.tier`."""
+        head, _, rest = path.partition(".")
+        if head == "location":
+            return self.location.get(rest) if rest else None
+        if head == "properties":
+            return self.properties.get(rest) if rest else None
+        return getattr(self, head, None) if head in _PLAIN_FIELDS else None
+
+
+_PLAIN_FIELDS = {
+    "id",
+    "email",
+    "phone_number",
+    "external_id",
+    "first_name",
+    "last_name",
+    "organization",
+    "title",
+    "locale",
+}

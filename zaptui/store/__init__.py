@@ -1,0 +1,1 @@
+"""Persistence: peewee models, database opening, migrations and secrets."""

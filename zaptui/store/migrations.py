@@ -1,0 +1,81 @@
+"""Versioned schema migrations.
+
+A new database is created at the latest schema and stamped with every version.
+An existing database gets the migrations it has not yet had, in order, each in
+its own transaction; none of them ever drops data.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import peewee as pw
+from playhouse.migrate import PostgresqlMigrator, SchemaMigrator, SqliteMigrator
+from playhouse.migrate import migrate as apply_operations
+
+from zaptui.clock import utcnow
+from zaptui.store.models import ALL_MODELS, DataConnection, SchemaVersion, SyncRun
+
+log = logging.getLogger(__name__)
+
+
+def _v2_failure_tracking(migrator: SchemaMigrator) -> None:
+    """Version 2: remember failing connections and failed address write-backs."""
+    apply_operations(
+        migrator.add_column(
+            DataConnection._meta.table_name, "failing", DataConnection.failing
+        ),
+        migrator.add_column(
+            SyncRun._meta.table_name,
+            "address_updates_failed",
+            SyncRun.address_updates_failed,
+        ),
+    )
+
+
+MIGRATIONS: list[tuple[int, Callable[[SchemaMigrator], None]]] = [
+    (2, _v2_failure_tracking),
+]
+LATEST_VERSION = max(version for version, _ in MIGRATIONS)
+
+
+def _migrator(db: pw.Database) -> SchemaMigrator:
+    if isinstance(db, pw.PostgresqlDatabase):
+        return PostgresqlMigrator(db)
+    return SqliteMigrator(db)
+
+
+def current_version(db: pw.Database) -> int:
+    """The schema version of a database; 0 when it has no tables yet."""
+    if not db.table_exists(SchemaVersion._meta.table_name):
+        return 0
+    row = SchemaVersion.select(pw.fn.MAX(SchemaVersion.version)).scalar()
+    return int(row or 0)
+
+
+def migrate(db: pw.Database) -> int:
+    """Bring a database to the latest schema; returns the version it is now at."""
+    with db.atomic():
+        version = current_version(db)
+        if version == 0:
+            db.create_tables(ALL_MODELS, safe=True)
+            SchemaVersion.insert_many(
+                [
+                    {"version": v, "applied_at": utcnow()}
+                    for v in range(1, LATEST_VERSION + 1)
+                ]
+            ).on_conflict_ignore().execute()
+            return LATEST_VERSION
+    migrator = _migrator(db)
+    for target, step in MIGRATIONS:
+        if target <= version:
+            continue
+        with db.atomic():
+            if current_version(db) >= target:  # another process got here first
+                continue
+            log.info("migrating database schema to version %d", target)
+            step(migrator)
+            SchemaVersion.create(version=target)
+        version = target
+    return version
