@@ -63,7 +63,11 @@ class Request:
         host = self.headers.get("host")
         if not host:
             server = self.scope.get("server") or ("localhost", None)
-            host = server[0] if server[1] in (None, 80, 443) else f"{server[0]}:{server[1]}"
+            host = (
+                server[0]
+                if server[1] in (None, 80, 443)
+                else f"{server[0]}:{server[1]}"
+            )
         return f"{scheme}://{host}{self.scope.get('root_path', '')}"
 
     def url_for(self, path: str, query: Mapping[str, str] | None = None) -> str:
@@ -108,13 +112,19 @@ class Response:
         if self.content_type and "content-type" not in {k.lower() for k in headers}:
             headers["content-type"] = self.content_type
         headers["content-length"] = str(len(self.body))
-        return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        return [
+            (k.lower().encode("latin-1"), v.encode("latin-1"))
+            for k, v in headers.items()
+        ]
 
     async def send(self, send: Send) -> None:
         """Send this response over an ASGI `send` callable."""
         await send(
-            {"type": "http.response.start", "status": self.status,
-             "headers": self.header_list()}
+            {
+                "type": "http.response.start",
+                "status": self.status,
+                "headers": self.header_list(),
+            }
         )
         await send({"type": "http.response.body", "body": self.body})
 
@@ -136,7 +146,9 @@ class JSONResponse(Response):
         super().__init__(status, _dump(data), dict(headers or {}), content_type)
 
 
-def empty_response(status: int = 204, headers: dict[str, str] | None = None) -> Response:
+def empty_response(
+    status: int = 204, headers: dict[str, str] | None = None
+) -> Response:
     """A response with no body (202 or 204)."""
     return Response(status, b"", dict(headers or {}))
 
@@ -172,8 +184,13 @@ class Router:
     ) -> None:
         """Register `handler` for `method` on paths matching `pattern`."""
         self.routes.append(
-            Route(method.upper(), pattern, handler, name or handler.__name__,
-                  compile_pattern(pattern))
+            Route(
+                method.upper(),
+                pattern,
+                handler,
+                name or handler.__name__,
+                compile_pattern(pattern),
+            )
         )
 
     def route(
@@ -192,7 +209,9 @@ class Router:
         for route in other.routes:
             self.add(route.method, prefix + route.pattern, route.handler, route.name)
 
-    def match(self, method: str, path: str) -> tuple[Route | None, dict[str, str], bool]:
+    def match(
+        self, method: str, path: str
+    ) -> tuple[Route | None, dict[str, str], bool]:
         """The matching route and its params; the flag says the path exists at all."""
         path_known = False
         for route in self.routes:
@@ -235,9 +254,12 @@ def asgi_app(
         if route is None:
             status = 405 if path_known else 404
             title = "Method not allowed." if path_known else "Not found."
-            await error(status, "not_found" if status == 404 else "method_not_allowed",
-                        title, f"{request.method} {request.path} is not served here."
-                        ).send(send)
+            await error(
+                status,
+                "not_found" if status == 404 else "method_not_allowed",
+                title,
+                f"{request.method} {request.path} is not served here.",
+            ).send(send)
             return
         if faults is not None:
             fault = faults.take(service_name, request.method, request.path, route.name)
@@ -248,8 +270,12 @@ def asgi_app(
         try:
             response = await route.handler(request, **params)
         except Exception:
-            log.exception("%s simulator failed on %s %s", service_name,
-                          request.method, request.path)
+            log.exception(
+                "%s simulator failed on %s %s",
+                service_name,
+                request.method,
+                request.path,
+            )
             response = error(500, "error", "Internal error.", "The simulator failed.")
         await response.send(send)
 
@@ -293,9 +319,10 @@ class Mount:
         for prefix, app in self.apps:
             if prefix == "" or path == prefix or path.startswith(prefix + "/"):
                 child = dict(scope)
-                child["path"] = path[len(prefix):] or "/"
+                child["path"] = path[len(prefix) :] or "/"
                 child["root_path"] = scope.get("root_path", "") + prefix
                 await app(child, receive, send)
                 return
-        await plain_error(404, "not_found", "Not found.", f"{path} is not served here."
-                          ).send(send)
+        await plain_error(
+            404, "not_found", "Not found.", f"{path} is not served here."
+        ).send(send)

@@ -238,7 +238,7 @@ class FaultInjector:
             return [rule.as_dict() for rule in self._rules]
 
     def fired(self, rule_id: int) -> int:
-        """How often a rule has fired so far (0 for an unknown or spent rule)."""
+        """How often a rule has fired so far (0 for an unknown rule)."""
         with self._lock:
             for rule in self._rules:
                 if rule.id == rule_id:

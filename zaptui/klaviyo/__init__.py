@@ -1,0 +1,1 @@
+"""The Klaviyo API client, its errors and its rate limiter."""

@@ -1,0 +1,108 @@
+"""What a process needs to talk to the outside: URLs, credentials and clients.
+
+The console, the CLI and the headless scheduler each build one `Runtime`; the
+services and the sync engine take it instead of reading the environment.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import uuid
+from dataclasses import dataclass, field
+
+import httpx
+
+from zaptui import settings
+from zaptui.apilog import ApiLog, DatabaseApiLog
+from zaptui.klaviyo.client import KlaviyoClient
+from zaptui.store.secrets import SecretBox
+from zaptui.zappost.client import ZapPostClient
+
+KLAVIYO_URL = "https://a.klaviyo.com"
+ZAPPOST_URL = "https://api.zappost.com"
+
+
+class ConfigurationError(RuntimeError):
+    """Something the process needs is not configured."""
+
+
+def default_actor() -> str:
+    """Who is acting: the SSH user when served over SSH, else the OS user."""
+    return os.environ.get("ZAPTUI_ACTOR") or getpass.getuser()
+
+
+def process_identity() -> str:
+    """A name for this process in leases: host, pid and a random tail."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class Runtime:
+    """URLs, credentials, the API log and the identity of this process."""
+
+    klaviyo_url: str = KLAVIYO_URL
+    zap_url: str = ZAPPOST_URL
+    zap_api_key: str | None = None
+    zap_api_password: str | None = None
+    transport: httpx.AsyncBaseTransport | None = None
+    api_log: ApiLog = field(default_factory=DatabaseApiLog)
+    actor: str = field(default_factory=default_actor)
+    owner: str = field(default_factory=process_identity)
+    _secrets: SecretBox | None = None
+
+    @classmethod
+    def from_env(
+        cls, klaviyo_url: str | None = None, zap_url: str | None = None
+    ) -> Runtime:
+        """Build from explicit values, else ZAPTUI_* variables, else the real APIs."""
+        return cls(
+            klaviyo_url=klaviyo_url
+            or os.environ.get("ZAPTUI_KLAVIYO_URL")
+            or KLAVIYO_URL,
+            zap_url=zap_url or os.environ.get("ZAPTUI_ZAP_URL") or ZAPPOST_URL,
+            zap_api_key=os.environ.get("ZAPTUI_ZAP_API_KEY") or None,
+            zap_api_password=os.environ.get("ZAPTUI_ZAP_API_PASSWORD") or None,
+        )
+
+    @property
+    def secrets(self) -> SecretBox:
+        """The box that encrypts and decrypts stored secrets (made on first use)."""
+        if self._secrets is None:
+            self._secrets = SecretBox()
+        return self._secrets
+
+    def klaviyo(self, api_key: str) -> KlaviyoClient:
+        """A Klaviyo client for one account's private key."""
+        return KlaviyoClient(
+            api_key,
+            base_url=self.klaviyo_url,
+            api_log=self.api_log,
+            transport=self.transport,
+        )
+
+    def zap_credentials(self) -> tuple[str, str]:
+        """The ZAP~POST API key and password: from the environment or the settings."""
+        key = self.zap_api_key or settings.get("zap_api_key")
+        password = self.zap_api_password
+        if not password:
+            stored = settings.get("zap_api_password_encrypted")
+            password = self.secrets.decrypt(stored) if stored else ""
+        if not key or not password:
+            raise ConfigurationError(
+                "ZAP~POST credentials are not set: export ZAPTUI_ZAP_API_KEY and "
+                "ZAPTUI_ZAP_API_PASSWORD, or run `zaptui zap login`"
+            )
+        return key, password
+
+    def zappost(self) -> ZapPostClient:
+        """A ZAP~POST client with this process's credentials."""
+        key, password = self.zap_credentials()
+        return ZapPostClient(
+            key,
+            password,
+            base_url=self.zap_url,
+            api_log=self.api_log,
+            transport=self.transport,
+        )

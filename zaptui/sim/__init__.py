@@ -1,0 +1,1 @@
+"""Simulators of Klaviyo and ZAP~POST for tests, benchmarks and the demo."""

@@ -1,0 +1,1 @@
+"""The sync engine: members of a list or segment to one ZAP~POST submission."""
