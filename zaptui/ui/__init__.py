@@ -1,0 +1,1 @@
+"""The console: a thin Textual layer over the operator services."""
