@@ -1,0 +1,1 @@
+"""The console tabs, one module each."""
