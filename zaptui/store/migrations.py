@@ -15,7 +15,15 @@ from playhouse.migrate import PostgresqlMigrator, SchemaMigrator, SqliteMigrator
 from playhouse.migrate import migrate as apply_operations
 
 from zaptui.clock import utcnow
-from zaptui.store.models import ALL_MODELS, DataConnection, SchemaVersion, SyncRun
+from zaptui.store.models import (
+    ALL_MODELS,
+    ConnectionAlert,
+    DataConnection,
+    SchedulerHeartbeat,
+    SchedulerMark,
+    SchemaVersion,
+    SyncRun,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +42,16 @@ def _v2_failure_tracking(migrator: SchemaMigrator) -> None:
     )
 
 
+def _v3_scheduler_tables(migrator: SchemaMigrator) -> None:
+    """Version 3: scheduler heartbeats, shared chores and alert states."""
+    migrator.database.create_tables(
+        [SchedulerHeartbeat, SchedulerMark, ConnectionAlert], safe=True
+    )
+
+
 MIGRATIONS: list[tuple[int, Callable[[SchemaMigrator], None]]] = [
     (2, _v2_failure_tracking),
+    (3, _v3_scheduler_tables),
 ]
 LATEST_VERSION = max(version for version, _ in MIGRATIONS)
 

@@ -236,6 +236,34 @@ class AuditEntry(BaseModel):
     after = JsonField(null=True)
 
 
+class SchedulerHeartbeat(BaseModel):
+    """One row per running scheduler process, renewed while it runs."""
+
+    owner = pw.CharField(primary_key=True)  # Runtime.owner: host:pid:random
+    mode = pw.CharField()  # console, headless
+    started_at = UtcDateTimeField(default=utcnow)
+    beat_at = UtcDateTimeField(default=utcnow, index=True)
+
+
+class SchedulerMark(BaseModel):
+    """When a shared scheduler chore (pruning) last ran, and by which process."""
+
+    name = pw.CharField(primary_key=True)
+    at = UtcDateTimeField()
+    owner = pw.CharField(default="")
+
+
+class ConnectionAlert(BaseModel):
+    """The failing state last alerted for a data connection, so each change of
+    state is alerted once, whichever process notices it."""
+
+    connection = pw.ForeignKeyField(
+        DataConnection, backref="alert", unique=True, on_delete="CASCADE"
+    )
+    failing = pw.BooleanField(default=False)
+    changed_at = UtcDateTimeField(default=utcnow)
+
+
 ALL_MODELS: list[type[BaseModel]] = [
     SchemaVersion,
     Account,
@@ -248,4 +276,7 @@ ALL_MODELS: list[type[BaseModel]] = [
     ApiLogEntry,
     Setting,
     AuditEntry,
+    SchedulerHeartbeat,
+    SchedulerMark,
+    ConnectionAlert,
 ]
