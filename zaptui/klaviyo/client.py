@@ -9,8 +9,13 @@ Retries follow Klaviyo's guidance and what other integrations got wrong: a
 429 waits for `Retry-After`, else the seconds named in the error detail, else
 an exponential backoff with jitter; a wait longer than `max_wait` fails the
 call at once instead of hanging a sync for hours on a daily quota. 5xx,
-timeouts, dropped connections and the HTML 403 pages a CDN sends under load
-are retried a bounded number of times.
+timeouts, dropped connections, success answers whose body is not JSON and
+the HTML 403 pages a CDN sends under load are retried a bounded number of
+times. Every retried call is safe to repeat: reads and the location PATCH are
+idempotent, and each event carries a `unique_id` that Klaviyo de-duplicates.
+
+The private key travels only to the base URL's origin: a `links.next` that
+points anywhere else is refused rather than followed.
 """
 
 from __future__ import annotations
@@ -20,11 +25,12 @@ import logging
 import random
 import re
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote, urlparse
+from urllib.parse import quote, urlsplit
 
 import httpx
 
@@ -48,9 +54,6 @@ REVISION = "2026-07-15"
 JSON_API = "application/vnd.api+json"
 MEMBER_PAGE_MAX = 100
 COLLECTION_PAGE_MAX = 10
-# The official SDK retries these; 502 is left out there too (a bad gateway
-# answer is usually a request Klaviyo will never serve).
-RETRY_STATUSES = {429, 500, 503, 504, 524}
 _EXPECTED_WAIT = re.compile(r"available in (\d+(?:\.\d+)?) second", re.IGNORECASE)
 
 
@@ -58,7 +61,7 @@ _EXPECTED_WAIT = re.compile(r"available in (\d+(?:\.\d+)?) second", re.IGNORECAS
 class RetryPolicy:
     """How often and how patiently to retry calls that failed for passing reasons."""
 
-    attempts: int = 4  # for 5xx, timeouts, drops and HTML 403s
+    attempts: int = 4  # for 5xx, timeouts, drops, garbled bodies and HTML 403s
     throttle_attempts: int = 10  # for 429s, whose waits are announced
     base_delay: float = 0.5
     factor: float = 1.5
@@ -104,6 +107,11 @@ def _first_error(response: httpx.Response) -> tuple[str, str]:
     return str(first.get("code") or ""), str(detail)
 
 
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.scheme.lower(), parts.netloc.lower()
+
+
 def member_filter(joined_after: datetime) -> str:
     """The filter for members who joined after a moment (datetimes are unquoted)."""
     return f"greater-than(joined_group_at,{iso_z(joined_after)})"
@@ -126,6 +134,7 @@ class KlaviyoClient:
         revision: str = REVISION,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self._origin = _origin(self.base_url)
         self._secrets = [api_key]
         self._api_log: ApiLog = api_log or NullApiLog()
         self._retry = retry or RetryPolicy()
@@ -198,13 +207,13 @@ class KlaviyoClient:
         what = f"read the members of {source_type} {source_id}"
         while url:
             body = await self._call("GET", url, what)
-            data = body.get("data")
+            data = body.get("data") if isinstance(body, dict) else None
             if not isinstance(data, list):
                 raise KlaviyoError(
                     f"Klaviyo answered with no member list; could not {what}."
                 )
             yield data
-            url = _next_link(body)
+            url = self._next_link(body, what)
 
     # -- writing ---------------------------------------------------------------
 
@@ -228,14 +237,23 @@ class KlaviyoClient:
         return body.get("data") or {} if isinstance(body, dict) else {}
 
     async def create_event(
-        self, profile_id: str, metric: str, properties: dict[str, Any]
+        self,
+        profile_id: str,
+        metric: str,
+        properties: dict[str, Any],
+        *,
+        unique_id: str | None = None,
     ) -> None:
         """Record an event (e.g. "Address Updated") on a profile."""
+        # Klaviyo keeps the first event per (profile, metric, unique_id); without
+        # one it keys on the second, so a retry could count twice and two real
+        # events in the same second would collapse into one.
         document = {
             "data": {
                 "type": "event",
                 "attributes": {
                     "properties": properties,
+                    "unique_id": unique_id or uuid.uuid4().hex,
                     "metric": {
                         "data": {"type": "metric", "attributes": {"name": metric}}
                     },
@@ -257,12 +275,30 @@ class KlaviyoClient:
         url: str | None = f"{path}?page[size]={COLLECTION_PAGE_MAX}"
         while url:
             body = await self._call("GET", url, what)
-            data = body.get("data")
+            data = body.get("data") if isinstance(body, dict) else None
             if not isinstance(data, list):
                 raise KlaviyoError(f"Klaviyo answered with no items; could not {what}.")
             items.extend(item for item in data if isinstance(item, dict))
-            url = _next_link(body)
+            url = self._next_link(body, what)
         return items
+
+    def _next_link(self, body: Any, what: str) -> str | None:
+        """The next page's URL as given, provided it stays on Klaviyo's origin."""
+        links = body.get("links") if isinstance(body, dict) else None
+        following = links.get("next") if isinstance(links, dict) else None
+        if not isinstance(following, str) or not following:
+            return None
+        if following.startswith(("http://", "https://")) and (
+            _origin(following) != self._origin
+        ):
+            raise KlaviyoError(
+                self._clean(
+                    f"Klaviyo's next-page link points away from {self.base_url} "
+                    f"({urlsplit(following).netloc}); refusing to send the private "
+                    f"key there; could not {what}."
+                )
+            )
+        return following
 
     async def _call(
         self,
@@ -277,8 +313,6 @@ class KlaviyoClient:
         throttles = 0
         while True:
             response, error = await self._attempt(method, url, json_body)
-            if error is None and response is not None and response.status_code < 400:
-                return self._body(response, what)
 
             if response is not None and response.status_code == 429:
                 throttles += 1
@@ -288,29 +322,42 @@ class KlaviyoClient:
                 if wait > self._retry.max_wait:
                     raise Throttled(
                         f"Klaviyo asked us to wait {wait:.0f} s, longer than the "
-                        f"{self._retry.max_wait:.0f} s allowed; could not {what}.",
+                        f"{self._retry.max_wait:.0f} s allowed; could not "
+                        f"{self._clean(what)}.",
                         status=429,
                         code="throttled",
                     )
                 if throttles >= self._retry.throttle_attempts:
                     raise Throttled(
                         f"Klaviyo throttled {throttles} attempts in a row; "
-                        f"could not {what}.",
+                        f"could not {self._clean(what)}.",
                         status=429,
                         code="throttled",
                     )
-                log.warning("Klaviyo throttled %s %s; waiting %.1fs", method, url, wait)
+                log.warning(
+                    "Klaviyo throttled %s %s; waiting %.1fs",
+                    method,
+                    self._clean(url),
+                    wait,
+                )
                 await self._sleep(wait)
                 continue
 
-            problem = self._transient(response, error)
-            if problem is None:
-                assert response is not None
-                raise self._error(response, what)
+            if response is not None and error is None and response.status_code < 400:
+                body, problem = _parse_body(response)
+                if problem is None:
+                    return body
+            else:
+                problem = self._transient(response, error)
+                if problem is None:
+                    assert response is not None
+                    raise self._error(response, what)
+
             failures += 1
             if failures >= self._retry.attempts:
                 raise Unavailable(
-                    f"Klaviyo {problem} {failures} times; could not {what}.",
+                    f"Klaviyo {problem} {failures} times; could not "
+                    f"{self._clean(what)}.",
                     status=response.status_code if response is not None else None,
                 )
             delay = self._retry.backoff(failures)
@@ -318,7 +365,7 @@ class KlaviyoClient:
                 "Klaviyo %s on %s %s; retrying in %.1fs (%d of %d)",
                 problem,
                 method,
-                url,
+                self._clean(url),
                 delay,
                 failures,
                 self._retry.attempts,
@@ -331,7 +378,7 @@ class KlaviyoClient:
         """Send once within the rate limit and log it; transport errors are returned."""
         headers = {"Content-Type": JSON_API} if json_body is not None else None
         request = self._http.build_request(method, url, json=json_body, headers=headers)
-        slot = await self._limiter.acquire(method, urlparse(str(request.url)).path)
+        slot = await self._limiter.acquire(method, request.url.path)
         started = time.perf_counter()
         response: httpx.Response | None = None
         error: Exception | None = None
@@ -342,7 +389,7 @@ class KlaviyoClient:
         finally:
             self._limiter.release(slot)
         duration_ms = (time.perf_counter() - started) * 1000
-        self._api_log.record(
+        self._log_call(
             ApiCall(
                 service="klaviyo",
                 method=method,
@@ -356,10 +403,16 @@ class KlaviyoClient:
                 response_headers=dict(response.headers) if response is not None else {},
                 response_body=response.text if response is not None else None,
                 error=self._clean(f"{type(error).__name__}: {error}") if error else "",
-            ),
-            secrets=self._secrets,
+            )
         )
         return response, error
+
+    def _log_call(self, call: ApiCall) -> None:
+        """Hand a call to the API log; a failing log never fails the call."""
+        try:
+            self._api_log.record(call, secrets=self._secrets)
+        except Exception:
+            log.exception("the API log refused a Klaviyo call; carrying on")
 
     @staticmethod
     def _transient(
@@ -371,31 +424,24 @@ class KlaviyoClient:
         if error is not None:
             return f"dropped the connection ({type(error).__name__})"
         assert response is not None
-        if response.status_code in RETRY_STATUSES:
+        if response.status_code >= 500:
+            # Klaviyo's SDK leaves 502 out; a gateway failing in front of
+            # Klaviyo is as passing as any other, so every 5xx is retried.
             return f"answered HTTP {response.status_code}"
         if response.status_code == 403 and not _is_json(response):
             # A CDN in front of Klaviyo sends HTML 403 pages under load.
             return "sent an HTML 403 page (its CDN refused the request)"
         return None
 
-    def _body(self, response: httpx.Response, what: str) -> Any:
-        if response.status_code in (202, 204) or not response.content:
-            return {}
-        try:
-            return response.json()
-        except ValueError:
-            raise KlaviyoError(
-                f"Klaviyo answered HTTP {response.status_code} with a body that is "
-                f"not JSON; could not {what}.",
-                status=response.status_code,
-            ) from None
-
     def _error(self, response: httpx.Response, what: str) -> KlaviyoError:
         """The typed error for a response that no retry will fix."""
         status = response.status_code
         code, detail = _first_error(response)
-        detail = self._clean(detail)
+        if not detail and not _is_json(response) and response.content:
+            detail = "the answer was a web page, not a Klaviyo error"
         said = f": {detail}" if detail else ""
+        what = self._clean(what)
+        said = self._clean(said)
         if status == 401:
             return Unauthorized(
                 f"Klaviyo refused the private key (HTTP 401){said}",
@@ -430,9 +476,13 @@ class KlaviyoClient:
         return redact_text(text, self._secrets)
 
 
-def _next_link(body: Any) -> str | None:
-    links = body.get("links") if isinstance(body, dict) else None
-    if not isinstance(links, dict):
-        return None
-    following = links.get("next")
-    return following if isinstance(following, str) and following else None
+def _parse_body(response: httpx.Response) -> tuple[Any, str | None]:
+    """A success answer's JSON (empty for 202/204), or why it could not be read."""
+    if response.status_code in (202, 204) or not response.content:
+        return {}, None
+    try:
+        return response.json(), None
+    except ValueError:
+        return None, (
+            f"answered HTTP {response.status_code} with a body that is not JSON"
+        )
