@@ -22,8 +22,11 @@ and key derived from the seed:
 
 `tick()` adds churn: new customers join "All UK customers" and "Newsletter",
 and one late joiner appears in "Lapsed 90 days" with a joined_group_at ten
-minutes in the past. The control API lives under `/_sim/klaviyo/` (see
-`control_router`); the same actions are methods for in-process tests.
+minutes in the past. With a churn interval (`churn_interval=`, or POST
+/_sim/klaviyo/churn {"interval_seconds": N}) the rules also apply every N
+seconds while the API is being called. The control API lives under
+`/_sim/klaviyo/` (see `control_router`); the same actions are methods for
+in-process tests.
 
 `app` serves the API at its root and the control API under /_sim/klaviyo;
 `api_app` and `control_app` are the two halves, for mounting elsewhere.
@@ -342,6 +345,7 @@ class SimEvent:
     metric: str
     properties: dict[str, Any]
     at: datetime
+    unique_id: str = ""
 
 
 @dataclass
@@ -461,6 +465,7 @@ class KlaviyoSim:
         self.profiles: dict[str, SimProfile] = {}
         self.location_updates: list[LocationUpdate] = []
         self.events: list[SimEvent] = []
+        self._event_keys: set[tuple[str, str, str, str]] = set()
         self.churn: list[ChurnRule] = []
         self.requests = 0
         self.throttled = 0
@@ -728,13 +733,22 @@ class KlaviyoSim:
             )
         return joined
 
+    def set_churn_interval(self, seconds: float | None) -> None:
+        """Apply the churn rules every `seconds` from now on (None: only on tick)."""
+        with self._lock:
+            self.churn_interval = seconds
+            self._last_tick = self._monotonic()
+
     def _auto_tick(self) -> None:
         if self.churn_interval is None:
             return
-        elapsed = self._monotonic() - self._last_tick
-        if elapsed >= self.churn_interval:
+        with self._lock:
+            interval = self.churn_interval
+            elapsed = self._monotonic() - self._last_tick
+            if interval is None or elapsed < interval:
+                return
             self._last_tick = self._monotonic()
-            for _ in range(min(int(elapsed // self.churn_interval), 10)):
+            for _ in range(min(int(elapsed // interval), 10)):
                 self.tick()
 
     # ------------------------------------------------------------ API plumbing
@@ -1110,6 +1124,12 @@ class KlaviyoSim:
             )
         profile_data = _resource_data(attributes.get("profile"), "profile")
         profile_id = profile_data.get("id")
+        unique_id = attributes.get("unique_id")
+        if unique_id is not None and not isinstance(unique_id, str):
+            raise _invalid(
+                "'unique_id' must be a string.", pointer="/data/attributes/unique_id"
+            )
+        now = utcnow()
         with self._lock:
             profile = self.profiles.get(profile_id) if profile_id else None
             if profile is None or profile.account_id != account.id:
@@ -1117,9 +1137,15 @@ class KlaviyoSim:
                     "The profile does not exist.",
                     pointer="/data/attributes/profile/data/id",
                 )
-            self.events.append(
-                SimEvent(account.id, profile.id, name, properties, utcnow())
-            )
+            # As Klaviyo does: the first event per (profile, metric, unique_id)
+            # counts, and without a unique_id the time to the second stands in.
+            unique = unique_id or now.replace(microsecond=0).isoformat()
+            key = (account.id, profile.id, name, unique)
+            if key not in self._event_keys:
+                self._event_keys.add(key)
+                self.events.append(
+                    SimEvent(account.id, profile.id, name, properties, now, unique)
+                )
         return empty_response(202)
 
     # ------------------------------------------------------------- control API
@@ -1137,6 +1163,7 @@ class KlaviyoSim:
         router.add("GET", "/location-updates", self._ctl_locations, "location_updates")
         router.add("GET", "/events", self._ctl_events, "events")
         router.add("POST", "/rate-limits", self._ctl_rate_limits, "rate_limits")
+        router.add("POST", "/churn", self._ctl_churn, "churn")
         return router
 
     def describe_accounts(self) -> list[dict[str, Any]]:
@@ -1260,6 +1287,18 @@ class KlaviyoSim:
         body = await self._ctl_body(request)
         self.rate_limits = bool(body.get("enabled", True))
         return JSONResponse({"enabled": self.rate_limits})
+
+    async def _ctl_churn(self, request: Request) -> Response:
+        body = await self._ctl_body(request)
+        interval = body.get("interval_seconds")
+        if interval is not None and (
+            not isinstance(interval, int | float) or interval <= 0
+        ):
+            return JSONResponse(
+                {"error": "interval_seconds must be a positive number or null"}, 400
+            )
+        self.set_churn_interval(interval)
+        return JSONResponse({"interval_seconds": self.churn_interval})
 
 
 def request_items(request: Request) -> list[tuple[str, str]]:

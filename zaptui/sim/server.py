@@ -76,27 +76,38 @@ class SimWorld:
 
     def describe(self, base: str, out: TextIO) -> None:
         """Print the URLs and credentials an operator needs to point zaptui here."""
-        print(f"Klaviyo:  {self.klaviyo_url(base)}   (ZAPTUI_KLAVIYO_URL)", file=out)
-        print(f"ZAP~POST: {self.zap_url(base)}   (ZAPTUI_ZAP_URL)", file=out)
-        print(f"Control:  {base.rstrip('/')}{CONTROL_PREFIX}/", file=out)
-        print("", file=out)
-        print("ZAP~POST API consumer:", file=out)
-        print(f"  ZAPTUI_ZAP_API_KEY={self.zappost.api_key}", file=out)
-        print(f"  ZAPTUI_ZAP_API_PASSWORD={self.zappost.api_password}", file=out)
-        for campaign in self.zappost.campaigns():
-            print(f"  campaign {campaign.id}  {campaign.name}", file=out)
-        print("", file=out)
+        base = base.rstrip("/")
+        klaviyo_url = self.klaviyo_url(base)
+        limits = "on" if self.klaviyo.rate_limits else "off"
+        lines = [
+            f"Simulators serving on {base} (Klaviyo rate limits {limits})",
+            f"Control API: {base}{CONTROL_PREFIX}/ "
+            "(accounts, join, leave, reveal, tick, churn, faults, rate-limits)",
+            "",
+            "ZAP~POST",
+            f"  base URL:     {self.zap_url(base)}   (ZAPTUI_ZAP_URL)",
+            f"  API key:      {self.zappost.api_key}   (ZAPTUI_ZAP_API_KEY)",
+            f"  API password: {self.zappost.api_password}   (ZAPTUI_ZAP_API_PASSWORD)",
+        ]
+        lines += [
+            f"  campaign {campaign.id}  {campaign.name}"
+            for campaign in self.zappost.campaigns()
+        ]
         for account in self.klaviyo.describe_accounts():
             state = "revoked" if account["revoked"] else ", ".join(account["scopes"])
-            print(f"Klaviyo account {account['name']} ({account['id']})", file=out)
-            print(f"  private key: {account['private_key']}  [{state}]", file=out)
+            lines += [
+                "",
+                f"Klaviyo account {account['name']} ({account['id']})",
+                f"  base URL:     {klaviyo_url}   (ZAPTUI_KLAVIYO_URL)",
+                f"  private key:  {account['private_key']}   [{state}]",
+            ]
             for kind in ("lists", "segments"):
-                for source in account[kind]:
-                    print(
-                        f"  {kind[:-1]:<8} {source['id']}  {source['name']} "
-                        f"({source['members']} members)",
-                        file=out,
-                    )
+                lines += [
+                    f"  {kind[:-1]:<8} {source['id']}  {source['name']} "
+                    f"({source['members']} members)"
+                    for source in account[kind]
+                ]
+        out.write("\n".join(lines) + "\n")
         out.flush()
 
 
@@ -108,8 +119,15 @@ def run_simulator(
     profiles: int = 1000,
     faulty_share: float = 0.1,
     rate_limits: bool = True,
+    churn_interval: float | None = None,
 ) -> None:
     """`zaptui simulate`: print what the world holds, then serve it until ^C."""
-    world = SimWorld.seeded(seed, profiles, faulty_share, rate_limits=rate_limits)
+    world = SimWorld.seeded(
+        seed,
+        profiles,
+        faulty_share,
+        rate_limits=rate_limits,
+        churn_interval=churn_interval,
+    )
     world.describe(f"http://{host}:{port}", sys.stdout)
     serve_forever(world.app, host, port)
