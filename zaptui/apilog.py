@@ -2,6 +2,13 @@
 
 Clients hand each finished call to an `ApiLog`; redaction and truncation happen
 here, before anything is stored, so no caller can forget them.
+
+Redaction scrubs the secrets a caller names (as written and as JSON would
+escape them), anything shaped like a Klaviyo private key, credential headers,
+and the values of JSON fields whose names say key, password, secret or token.
+A body is parsed as JSON only when one of its field names could say so: a
+member page of 100 profiles is otherwise scrubbed as text, which is what keeps
+the API log cheap enough to record every page of a long sync.
 """
 
 from __future__ import annotations
@@ -12,19 +19,24 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from zaptui.clock import utcnow
 
 log = logging.getLogger(__name__)
 
 REDACTED = "[redacted]"
-MAX_BODY_CHARS = 64 * 1024
+MAX_BODY_CHARS = 16 * 1024  # characters of a body kept in the API log
 SECRET_HEADERS = {"authorization", "cookie", "set-cookie", "proxy-authorization"}
-_SECRET_KEY_PATTERN = re.compile(r"(key|password|secret|token)", re.IGNORECASE)
+_SECRET_WORDS = ("key", "password", "secret", "token")
+_SECRET_KEY_PATTERN = re.compile("(" + "|".join(_SECRET_WORDS) + ")", re.IGNORECASE)
+# From just after a word to the end of the JSON string holding it, when that
+# string is an object key (the closing quote is followed by a colon).
+_REST_OF_KEY = re.compile(r'(?:[^"\\]|\\.)*"\s*:')
 # Klaviyo private keys look like pk_ followed by hex; scrub any that slip into
 # a body or URL even when the caller did not name them.
 _PRIVATE_KEY_PATTERN = re.compile(r"\bpk_[A-Za-z0-9]{6,}")
+TRUNCATION_MARKER = "\n… [truncated: {omitted} more characters]"
 
 
 @dataclass
@@ -54,9 +66,40 @@ class ApiLog(Protocol):
 def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
     """Replace known secret values and anything shaped like a private key."""
     for secret in secrets:
-        if secret and len(secret) >= 4:
+        if secret and len(secret) >= 4 and secret in text:
             text = text.replace(secret, REDACTED)
-    return _PRIVATE_KEY_PATTERN.sub(REDACTED, text)
+    if "pk_" in text:
+        text = _PRIVATE_KEY_PATTERN.sub(REDACTED, text)
+    return text
+
+
+def _json_forms(secrets: Iterable[str]) -> list[str]:
+    """Each secret as written and as it reads inside a JSON string."""
+    forms: list[str] = []
+    for secret in secrets:
+        if not secret or len(secret) < 4:
+            continue
+        for form in (
+            secret,
+            json.dumps(secret)[1:-1],
+            json.dumps(secret, ensure_ascii=False)[1:-1],
+        ):
+            if form not in forms:
+                forms.append(form)
+    # Longest first, so a secret containing another is replaced whole.
+    return sorted(forms, key=len, reverse=True)
+
+
+def _names_secret_field(text: str) -> bool:
+    """Whether a JSON text may have a field named like a key, password or token."""
+    lowered = text.lower()
+    for word in _SECRET_WORDS:
+        start = lowered.find(word)
+        while start != -1:
+            if _REST_OF_KEY.match(lowered, start + len(word)):
+                return True
+            start = lowered.find(word, start + 1)
+    return False
 
 
 def redact_headers(
@@ -101,19 +144,49 @@ def redact_body(
         return None
     if isinstance(body, bytes):
         body = body.decode("utf-8", errors="replace")
-    secrets = list(secrets)
-    if len(body) <= 4 * limit:
+    forms = _json_forms(secrets)
+    if len(body) <= 4 * limit and _names_secret_field(_stored_part(body, forms, limit)):
         try:
             parsed = json.loads(body)
         except ValueError:
             pass
         else:
-            body = json.dumps(_redact_json(parsed, secrets), ensure_ascii=False)
-    body = redact_text(body, secrets)
+            body = json.dumps(_redact_json(parsed, forms), ensure_ascii=False)
+    head = _stored_part(body, forms, limit)
+    cleaned = redact_text(head, forms)
+    if cleaned != head and len(head) < len(body):
+        # A redaction shifted the text: what lay past the slack could move
+        # into the stored part, so scrub the whole body instead.
+        cleaned = redact_text(body, forms)
     if len(body) > limit:
-        omitted = len(body) - limit
-        body = body[:limit] + f"\n… [truncated: {omitted} more characters]"
-    return body
+        return cleaned[:limit] + TRUNCATION_MARKER.format(omitted=len(body) - limit)
+    return cleaned
+
+
+def _stored_part(body: str, forms: list[str], limit: int) -> str:
+    """The part of a body that can end up stored, with slack past the cut.
+
+    Only the first `limit` characters are kept, so only they need scrubbing;
+    the slack makes a secret that straddles the cut whole, to be replaced
+    rather than half kept.
+    """
+    slack = max((len(form) for form in forms), default=0) + 256
+    return body if len(body) <= limit + slack else body[: limit + slack]
+
+
+_COLUMNS = (
+    "service",
+    "at",
+    "method",
+    "url",
+    "status",
+    "duration_ms",
+    "request_headers",
+    "request_body",
+    "response_headers",
+    "response_body",
+    "error",
+)
 
 
 class DatabaseApiLog:
@@ -121,28 +194,50 @@ class DatabaseApiLog:
 
     def __init__(self, body_limit: int = MAX_BODY_CHARS) -> None:
         self.body_limit = body_limit
+        self._statement: tuple[object, str, list[Any]] | None = None
 
     def record(self, call: ApiCall, secrets: Iterable[str] = ()) -> None:
         """Store one call; a failure to store is logged, never raised."""
-        from zaptui.store.models import ApiLogEntry
-
         secrets = list(secrets)
         try:
-            ApiLogEntry.create(
-                service=call.service,
-                at=call.at,
-                method=call.method,
-                url=redact_text(call.url, secrets),
-                status=call.status,
-                duration_ms=round(call.duration_ms, 2),
-                request_headers=redact_headers(call.request_headers, secrets),
-                request_body=redact_body(call.request_body, secrets, self.body_limit),
-                response_headers=redact_headers(call.response_headers, secrets),
-                response_body=redact_body(call.response_body, secrets, self.body_limit),
-                error=redact_text(call.error, secrets),
+            self._insert(
+                (
+                    call.service,
+                    call.at,
+                    call.method,
+                    redact_text(call.url, secrets),
+                    call.status,
+                    round(call.duration_ms, 2),
+                    redact_headers(call.request_headers, secrets),
+                    redact_body(call.request_body, secrets, self.body_limit),
+                    redact_headers(call.response_headers, secrets),
+                    redact_body(call.response_body, secrets, self.body_limit),
+                    redact_text(call.error, secrets),
+                )
             )
         except Exception:  # the log must never break a sync
             log.exception("could not store an API log entry for %s", call.service)
+
+    def _insert(self, values: tuple[Any, ...]) -> None:
+        """One INSERT, its SQL built once per database rather than once per call.
+
+        Each value still goes through its field's `db_value`, so rows are
+        exactly what `ApiLogEntry.insert(...)` would store.
+        """
+        from zaptui.store.models import ApiLogEntry, database_proxy
+
+        database = database_proxy.obj
+        if database is None:
+            raise RuntimeError("no database is open for the API log")
+        if self._statement is None or self._statement[0] is not database:
+            fields = [ApiLogEntry._meta.fields[name] for name in _COLUMNS]
+            sql, _ = ApiLogEntry.insert({field: None for field in fields}).sql()
+            self._statement = (database, sql, fields)
+        _, sql, fields = self._statement
+        params = [
+            field.db_value(value) for field, value in zip(fields, values, strict=True)
+        ]
+        database.execute_sql(sql, params)
 
 
 class NullApiLog:
