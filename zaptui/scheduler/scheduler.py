@@ -149,7 +149,8 @@ class SyncScheduler:
             self._forgetting = self._loop.run_in_executor(
                 None, heartbeat.forget, self.owner
             )
-        log.info("scheduler stopping (%s)", self.mode)
+        if self._dispatcher is not None:
+            log.info("scheduler stopping (%s)", self.mode)
 
     # -- beyond the contract -----------------------------------------------------
 
