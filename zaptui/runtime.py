@@ -6,31 +6,57 @@ services and the sync engine take it instead of reading the environment.
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import os
 import socket
 import uuid
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
 from zaptui import settings
 from zaptui.apilog import ApiLog, DatabaseApiLog
+from zaptui.domain.address import AddressVerifier
 from zaptui.klaviyo.client import KlaviyoClient
+from zaptui.klaviyo.client import RetryPolicy as KlaviyoRetry
+from zaptui.klaviyo.limiter import RateLimiter
 from zaptui.store.secrets import SecretBox
+from zaptui.zappost.client import RetryPolicy as ZapPostRetry
 from zaptui.zappost.client import ZapPostClient
 
 KLAVIYO_URL = "https://a.klaviyo.com"
 ZAPPOST_URL = "https://api.zappost.com"
+
+Sleep = Callable[[float], Awaitable[Any]]
 
 
 class ConfigurationError(RuntimeError):
     """Something the process needs is not configured."""
 
 
-def default_actor() -> str:
-    """Who is acting: the SSH user when served over SSH, else the OS user."""
-    return os.environ.get("ZAPTUI_ACTOR") or getpass.getuser()
+def default_actor(environ: Mapping[str, str] | None = None) -> str:
+    """Who is acting: ZAPTUI_ACTOR, else the SSH login over SSH, else the OS user.
+
+    A console served over SSH runs as the account the SSH server started it
+    under; the login the operator used is in USER (or LOGNAME) and the client's
+    address in SSH_CONNECTION, so both go into the audit trail.
+    """
+    env = os.environ if environ is None else environ
+    explicit = env.get("ZAPTUI_ACTOR", "").strip()
+    if explicit:
+        return explicit[:255]
+    connection = env.get("SSH_CONNECTION", "").split()
+    if connection:
+        login = (env.get("USER") or env.get("LOGNAME") or "").strip()
+        if login:
+            return f"{login} (ssh from {connection[0]})"[:255]
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid {os.getuid()}"
 
 
 def process_identity() -> str:
@@ -40,7 +66,12 @@ def process_identity() -> str:
 
 @dataclass
 class Runtime:
-    """URLs, credentials, the API log and the identity of this process."""
+    """URLs, credentials, client policies, the API log and this process's identity.
+
+    The retry policies, `sleep`, timeouts and `klaviyo_limiter` default to what
+    production needs; tests and benchmarks pass faster or unlimited ones.
+    `address_verifier` plugs a PAF, gone-away or deceased check into cleansing.
+    """
 
     klaviyo_url: str = KLAVIYO_URL
     zap_url: str = ZAPPOST_URL
@@ -50,11 +81,18 @@ class Runtime:
     api_log: ApiLog = field(default_factory=DatabaseApiLog)
     actor: str = field(default_factory=default_actor)
     owner: str = field(default_factory=process_identity)
+    klaviyo_retry: KlaviyoRetry | None = None
+    zap_retry: ZapPostRetry | None = None
+    klaviyo_limiter: RateLimiter | None = None
+    klaviyo_timeout: float = 30.0
+    zap_timeout: float = 60.0
+    sleep: Sleep = asyncio.sleep
+    address_verifier: AddressVerifier | None = None
     _secrets: SecretBox | None = None
 
     @classmethod
     def from_env(
-        cls, klaviyo_url: str | None = None, zap_url: str | None = None
+        cls, klaviyo_url: str | None = None, zap_url: str | None = None, **options: Any
     ) -> Runtime:
         """Build from explicit values, else ZAPTUI_* variables, else the real APIs."""
         return cls(
@@ -64,6 +102,7 @@ class Runtime:
             zap_url=zap_url or os.environ.get("ZAPTUI_ZAP_URL") or ZAPPOST_URL,
             zap_api_key=os.environ.get("ZAPTUI_ZAP_API_KEY") or None,
             zap_api_password=os.environ.get("ZAPTUI_ZAP_API_PASSWORD") or None,
+            **options,
         )
 
     @property
@@ -80,6 +119,10 @@ class Runtime:
             base_url=self.klaviyo_url,
             api_log=self.api_log,
             transport=self.transport,
+            retry=self.klaviyo_retry,
+            limiter=self.klaviyo_limiter,
+            timeout=self.klaviyo_timeout,
+            sleep=self.sleep,
         )
 
     def zap_credentials(self) -> tuple[str, str]:
@@ -105,4 +148,7 @@ class Runtime:
             base_url=self.zap_url,
             api_log=self.api_log,
             transport=self.transport,
+            retry=self.zap_retry,
+            timeout=self.zap_timeout,
+            sleep=self.sleep,
         )

@@ -24,6 +24,7 @@ from zaptui.domain.mapping import (
     unmapped_required,
     validate_mapping,
 )
+from zaptui.klaviyo.client import KlaviyoClient
 from zaptui.klaviyo.errors import KlaviyoError, MissingScope, Unauthorized
 from zaptui.runtime import Runtime
 from zaptui.store.models import (
@@ -34,12 +35,24 @@ from zaptui.store.models import (
     SyncRun,
     database_proxy,
 )
-from zaptui.sync.engine import ProgressCallback, SyncEngine, recover_interrupted_runs
+from zaptui.sync import leases
+from zaptui.sync.engine import (
+    ProgressCallback,
+    RecoveryFailed,
+    SyncEngine,
+    is_syncing_here,
+    needs_recovery,
+    recover_interrupted_runs,
+    recover_run,
+)
 from zaptui.zappost.errors import ZapPostError
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+TRIGGERS = ("manual", "scheduled")
+SAMPLE_MEMBERS = 20
 
 
 class ServiceError(Exception):
@@ -68,6 +81,22 @@ def _plain(value: Any) -> Any:
     if hasattr(value, "isoformat"):
         return value.isoformat()
     return value
+
+
+async def _read_one_member(
+    client: KlaviyoClient, lists: list[dict], segments: list[dict]
+) -> None:
+    """Read one member of the first list or segment (proves profiles:read)."""
+    for kind, items in (("list", lists), ("segment", segments)):
+        for item in items:
+            if not isinstance(item, dict) or not item.get("id"):
+                continue
+            pages = client.iter_member_pages(kind, str(item["id"]), page_size=1)
+            try:
+                await anext(pages, None)
+            finally:
+                await pages.aclose()
+            return
 
 
 def _save_mapping(connection_id: int, mapping: dict[str, str]) -> None:
@@ -109,12 +138,17 @@ class Services:
     # -- Klaviyo accounts ------------------------------------------------------
 
     async def _check_key(self, api_key: str) -> tuple[dict[str, Any], str, str]:
-        """Ask Klaviyo about a key: (account resource, status, reason)."""
+        """Ask Klaviyo about a key: (account resource, status, reason).
+
+        The account call proves the key; reading the lists, the segments and
+        one member page proves the scopes a sync needs to read.
+        """
         async with self.runtime.klaviyo(api_key) as client:
             account = await client.get_account()
             try:
-                await client.get_lists()
-                await client.get_segments()
+                lists = await client.get_lists()
+                segments = await client.get_segments()
+                await _read_one_member(client, lists, segments)
             except MissingScope as error:
                 return account, "missing scope", str(error)
         return account, "connected", ""
@@ -130,12 +164,19 @@ class Services:
             resource, status, reason = _run(self._check_key(api_key))
         except Unauthorized:
             raise ServiceError(
-                "Klaviyo refused the key: check it is a current private key"
+                "Klaviyo refused the key (unauthorised): check it is a current "
+                "private key of the account"
             ) from None
         except MissingScope as error:
-            raise ServiceError(f"the key cannot read the account: {error}") from None
+            raise ServiceError(
+                f"the key cannot read the account (missing scope): {error}; give "
+                "it the accounts:read scope"
+            ) from None
         except (KlaviyoError, httpx.HTTPError) as error:
-            raise ServiceError(f"Klaviyo could not be reached: {error}") from None
+            raise ServiceError(
+                f"Klaviyo could not be reached (unreachable): {error}; check the "
+                "network and try again"
+            ) from None
         klaviyo_id = str(resource.get("id", ""))
         attributes = resource.get("attributes") or {}
         contact = attributes.get("contact_information") or {}
@@ -200,6 +241,8 @@ class Services:
     def disconnect_account(self, account_id: int) -> int:
         """Unpair an account and remove its data connections; returns how many."""
         account = self._account(account_id)
+        for connection in list(account.connections):
+            self._settle(connection)
         with database_proxy.atomic():
             count = account.connections.count()
             before = _snapshot(account, "klaviyo_id", "name", "status") | {
@@ -297,7 +340,7 @@ class Services:
             )
         campaign = self.campaign(campaign_id)
         fields = campaign_fields(campaign)
-        mapping = suggest_mapping(fields)
+        mapping = suggest_mapping(fields, self._sample_properties(account, source))
         now = utcnow()
         with database_proxy.atomic():
             exists = DataConnection.get_or_none(
@@ -332,6 +375,38 @@ class Services:
                 | {"new_joiners_only": new_joiners_only, "mapping": mapping},
             )
         return connection
+
+    def _sample_properties(self, account: Account, source: Source) -> list[str]:
+        """Custom property names on the first members of a list or segment."""
+        api_key = self.runtime.secrets.decrypt(account.api_key_encrypted)
+
+        async def fetch() -> list[str]:
+            names: dict[str, None] = {}
+            async with self.runtime.klaviyo(api_key) as client:
+                pages = client.iter_member_pages(
+                    source.type, source.id, page_size=SAMPLE_MEMBERS
+                )
+                try:
+                    async for page in pages:
+                        for resource in page:
+                            attributes = (
+                                resource.get("attributes")
+                                if isinstance(resource, dict)
+                                else None
+                            )
+                            properties = (attributes or {}).get("properties")
+                            if isinstance(properties, dict):
+                                names.update(dict.fromkeys(map(str, properties)))
+                        break
+                finally:
+                    await pages.aclose()
+            return list(names)
+
+        try:
+            return _run(fetch())
+        except (KlaviyoError, httpx.HTTPError) as error:
+            log.info("no sample of member properties for the mapping: %s", error)
+            return []
 
     def connections(self) -> list[DataConnection]:
         """Every data connection, oldest first."""
@@ -378,8 +453,15 @@ class Services:
         return mapping
 
     def pause(self, connection_id: int) -> DataConnection:
-        """Pause a connection: it is not synced, and nothing queues up meanwhile."""
-        return self._set_status(connection_id, "paused", "connection.pause")
+        """Pause a connection: it is not synced, and nothing queues up meanwhile.
+
+        A sync already running stops at its next safe point, before submitting.
+        """
+        self._set_status(connection_id, "paused", "connection.pause")
+        DataConnection.update(next_sync_at=None).where(
+            DataConnection.id == connection_id
+        ).execute()
+        return DataConnection.get_by_id(connection_id)
 
     def resume(self, connection_id: int) -> DataConnection:
         """Resume a connection: the next sync takes its members as they are now."""
@@ -407,6 +489,7 @@ class Services:
     def remove(self, connection_id: int) -> None:
         """Unpair a list or segment; its sync history stays."""
         connection = self._connection(connection_id)
+        self._settle(connection)
         before = _snapshot(connection, *CONNECTION_FIELDS)
         with database_proxy.atomic():
             connection.delete_instance()
@@ -419,7 +502,15 @@ class Services:
         stop: threading.Event | None = None,
         trigger: str = "manual",
     ) -> SyncRun:
-        """Run a sync of one connection now and return the finished run."""
+        """Run a sync of one connection now and return the finished run.
+
+        Raises SyncRefused (paused, or an earlier submission still unconfirmed)
+        or SyncBusy (another process is syncing it or its account).
+        """
+        if trigger not in TRIGGERS:
+            raise ServiceError(
+                f"a sync is triggered manual or scheduled, not {trigger}"
+            )
         self._connection(connection_id)
         if trigger == "manual":
             self.audit("connection.sync", f"data connection {connection_id}")
@@ -429,6 +520,31 @@ class Services:
     def recover(self) -> list[SyncRun]:
         """Recover runs left unfinished by a process that ended."""
         return _run(recover_interrupted_runs(self.runtime))
+
+    def _settle(self, connection: DataConnection) -> None:
+        """Before unpairing: refuse while it syncs, finish what a dead run left.
+
+        A removed connection takes its de-duplication ledger with it, so a run
+        that may have submitted must be confirmed and recorded first.
+        """
+        owner = self.runtime.owner
+        if is_syncing_here(connection.id) or not leases.acquire_for_sync(
+            connection.id, connection.account_id, owner
+        ):
+            raise ServiceError(
+                f"data connection {connection.id} is being synced right now: pause "
+                "it or wait for the sync to finish, then try again"
+            )
+        try:
+            for run in SyncRun.select().where(
+                (SyncRun.connection == connection.id) & needs_recovery()
+            ):
+                _run(recover_run(self.runtime, run))
+        except RecoveryFailed as error:
+            raise ServiceError(str(error)) from None
+        finally:
+            leases.release(DataConnection, connection.id, owner)
+            leases.release(Account, connection.account_id, owner)
 
     # -- settings --------------------------------------------------------------
 

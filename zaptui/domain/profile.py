@@ -34,14 +34,23 @@ class Profile:
     joined_group_at: datetime | None = None
 
     @classmethod
-    def from_resource(cls, resource: dict[str, Any]) -> Profile:
-        """Build a profile from a JSON:API `profile` resource, tolerating nulls."""
-        attributes = resource.get("attributes") or {}
+    def from_resource(cls, resource: Any) -> Profile:
+        """Build a profile from a JSON:API `profile` resource, tolerating nulls.
+
+        Anything that is not the expected shape (a resource that is not an
+        object, attributes that are a list) reads as empty, never raises.
+        """
+        if not isinstance(resource, dict):
+            resource = {}
+        attributes = resource.get("attributes")
+        if not isinstance(attributes, dict):
+            attributes = {}
         location = attributes.get("location")
         properties = attributes.get("properties")
+        joined_text = attributes.get("joined_group_at")
         try:
-            joined = parse_iso(attributes.get("joined_group_at"))
-        except (TypeError, ValueError):
+            joined = parse_iso(joined_text) if isinstance(joined_text, str) else None
+        except (ValueError, OverflowError):
             joined = None
         return cls(
             id=_text(resource.get("id")),

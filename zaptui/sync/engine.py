@@ -6,28 +6,48 @@ record sent carries the run's reference; the outcome, the de-duplication ledger
 and the connection's watermark are written in one transaction once ZAP~POST
 has answered. A process that dies before "submitting" sent nothing: its run is
 marked interrupted and the profiles come again with the next fetch, because the
-watermark did not move. A process that dies after it resends the same staged
-records with the same reference, which ZAP~POST recognises, and then records
-the outcome. See `recover_interrupted_runs`.
+watermark did not move. A process that dies after it, or a ZAP~POST answer
+that never came, leaves the submission unconfirmed: before anything else syncs
+that connection, recovery asks ZAP~POST for the run's reference and resends the
+same staged records under it if ZAP~POST has nothing, which ZAP~POST recognises
+as the same submission. See `recover_run`.
+
+The ledger holds a profile once per membership (profile id and the
+joined_group_at of that membership). Every ledger row of a connection has a
+joined_group_at at or before the connection's watermark, so only members at or
+before the watermark (the look-back overlap) need checking against it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import httpx
 import peewee as pw
 
 from zaptui import settings
 from zaptui.clock import utcnow
-from zaptui.domain.address import cleanse
-from zaptui.domain.mapping import build_record, campaign_fields, unmapped_required
+from zaptui.domain.address import (
+    AddressVerifier,
+    NotText,
+    clean_text,
+    cleanse,
+    location_needs_update,
+)
+from zaptui.domain.mapping import (
+    CampaignField,
+    build_record,
+    campaign_fields,
+    unmapped_required,
+)
 from zaptui.domain.profile import Profile
 from zaptui.klaviyo.errors import KlaviyoError, MissingScope, Unauthorized
 from zaptui.runtime import ConfigurationError, Runtime
@@ -44,7 +64,8 @@ from zaptui.store.models import (
 from zaptui.sync import leases
 from zaptui.sync.writeback import write_back_addresses
 from zaptui.zappost.client import SubmissionResult
-from zaptui.zappost.errors import ZapPostError
+from zaptui.zappost.errors import InvalidRequest, NotFound, ZapPostError
+from zaptui.zappost.errors import Unauthorized as ZapUnauthorized
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +73,25 @@ PAGE_SIZE = 100
 SUBMIT_CHUNK = 1000
 HEARTBEAT_SECONDS = 10.0
 UNFINISHED = ("running",)
+MAX_PROFILE_ID = 64  # Klaviyo's ids are 26 characters
+MAX_STORED_REJECTIONS = 1000
+
+# Connections this process is syncing now: leases are per process, so two
+# threads of one process are kept apart here.
+_running_lock = threading.Lock()
+_running: set[int] = set()
+
+# ZAP~POST answered and refused: nothing was created, so the run can fail
+# outright. Any other failure while submitting leaves the submission unconfirmed.
+_REFUSED = (InvalidRequest, NotFound, ZapUnauthorized)
 
 
 class SyncRefused(Exception):
     """The connection cannot be synced now (paused, removed, or misconfigured)."""
+
+
+class RecoveryFailed(SyncRefused):
+    """An earlier run's submission could not be confirmed, so no new run starts."""
 
 
 class SyncBusy(Exception):
@@ -63,7 +99,11 @@ class SyncBusy(Exception):
 
 
 class SyncStopped(Exception):
-    """A stop was requested; the run ended at a safe point before submitting."""
+    """The run ended at a safe point before submitting; the message says why."""
+
+
+class RunFailed(Exception):
+    """The run cannot go on for a reason the operator can fix (recorded on it)."""
 
 
 @dataclass(frozen=True)
@@ -77,30 +117,128 @@ class Progress:
     imported: int
     failed: int
     skipped: int
+    pages: int = 0
 
 
 ProgressCallback = Callable[[Progress], None]
 
 
-async def _read_ahead(pages: AsyncIterator[list[dict]]) -> AsyncIterator[list[dict]]:
-    """Yield pages while the next one is already on its way.
+def is_syncing_here(connection_id: int) -> bool:
+    """Whether a thread of this process is syncing the connection now."""
+    with _running_lock:
+        return connection_id in _running
 
-    The next request is sent before the current page is processed, so Klaviyo's
-    time to answer overlaps our time to cleanse and store.
+
+def needs_recovery() -> pw.Expression:
+    """Runs left unfinished by their process, or with an unconfirmed submission."""
+    return (SyncRun.status << UNFINISHED) | (
+        (SyncRun.phase == "submitting") & (SyncRun.status == "failed")
+    )
+
+
+class _ReadAhead:
+    """Pages of members, the next one already requested while one is processed.
+
+    The request for the next page goes out before the current page is handed
+    over, so Klaviyo's time to answer overlaps our time to cleanse and store.
+    `aclose` cancels the request in flight and closes the pages underneath.
     """
-    pending: asyncio.Future[list[dict]] = asyncio.ensure_future(anext(pages))
-    while True:
+
+    def __init__(self, pages: Any) -> None:
+        self._pages = pages
+        self._pending: asyncio.Future[list[dict]] | None = None
+
+    def __aiter__(self) -> _ReadAhead:
+        return self
+
+    async def __anext__(self) -> list[dict]:
+        if self._pending is None:
+            self._pending = asyncio.ensure_future(anext(self._pages))
         try:
-            page = await pending
+            page = await self._pending
         except StopAsyncIteration:
-            return
-        pending = asyncio.ensure_future(anext(pages))
-        await asyncio.sleep(0)  # let the request for the next page go out
-        try:
-            yield page
-        except BaseException:
-            pending.cancel()
+            self._pending = None
             raise
+        self._pending = asyncio.ensure_future(anext(self._pages))
+        # Two turns of the loop let the next request reach the socket before
+        # the caller's synchronous work on this page begins.
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        return page
+
+    async def aclose(self) -> None:
+        """Cancel the request in flight and close the page iterator."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            if pending.done():
+                if not pending.cancelled():
+                    pending.exception()  # retrieved: a late error is not news
+            else:
+                pending.cancel()
+                with contextlib.suppress(BaseException):
+                    await pending
+        with contextlib.suppress(Exception):
+            await self._pages.aclose()
+
+
+class _Keeper:
+    """Keeps a run's holds and heartbeat fresh; notices pause, removal, loss.
+
+    It beats every HEARTBEAT_SECONDS in the background, through long throttle
+    waits and long submissions alike, so no other process takes the holds of a
+    run that is alive. What it notices is acted on at the next safe point.
+    """
+
+    def __init__(self, runtime: Runtime, run: SyncRun, connection: DataConnection):
+        self.runtime = runtime
+        self.run_id = run.id
+        self.connection_id = connection.id
+        self.account_id = connection.account_id
+        self.lost: str | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> _Keeper:
+        self._task = asyncio.ensure_future(self._loop())
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            try:
+                self.beat()
+            except pw.PeeweeException as error:  # retried at the next beat
+                log.warning(
+                    "run %s could not record its heartbeat: %s", self.run_id, error
+                )
+
+    def beat(self) -> None:
+        """Renew the holds, record the heartbeat, look for a pause or removal."""
+        owner = self.runtime.owner
+        SyncRun.update(heartbeat_at=utcnow()).where(SyncRun.id == self.run_id).execute()
+        kept = leases.renew(DataConnection, self.connection_id, owner)
+        kept = leases.renew(Account, self.account_id, owner) and kept
+        status = (
+            DataConnection.select(DataConnection.status)
+            .where(DataConnection.id == self.connection_id)
+            .scalar()
+        )
+        if status is None:
+            self.lost = "its data connection was removed"
+        elif status == "paused":
+            self.lost = "the data connection was paused"
+        elif not kept:
+            self.lost = "another process took over the data connection"
+
+    def check(self) -> None:
+        """Raise SyncStopped if the run should not go on."""
+        if self.lost:
+            raise SyncStopped(self.lost)
 
 
 class SyncEngine:
@@ -118,7 +256,6 @@ class SyncEngine:
         self.progress = progress
         self.stop = stop or threading.Event()
         self.page_size = page_size
-        self._last_heartbeat = 0.0
 
     def sync(self, connection_id: int, trigger: str = "manual") -> SyncRun:
         """Run one sync to the end on a private event loop (blocking)."""
@@ -133,14 +270,29 @@ class SyncEngine:
             raise SyncRefused(
                 f"data connection {connection_id} is paused: resume it first"
             )
+        with _running_lock:
+            if connection.id in _running:
+                raise SyncBusy(
+                    f"data connection {connection_id} is being synced already: "
+                    "wait for that sync to finish"
+                )
+            _running.add(connection.id)
+        try:
+            return await self._run_held(connection, trigger)
+        finally:
+            with _running_lock:
+                _running.discard(connection.id)
+
+    async def _run_held(self, connection: DataConnection, trigger: str) -> SyncRun:
         owner = self.runtime.owner
         if not leases.acquire_for_sync(connection.id, connection.account_id, owner):
             raise SyncBusy(
-                f"data connection {connection_id} or its Klaviyo account is being "
-                "synced by another process"
+                f"data connection {connection.id} or its Klaviyo account is being "
+                "synced by another process: wait for that sync to finish"
             )
         try:
             await self._recover(connection)
+            connection = DataConnection.get_by_id(connection.id)
             run = self._start(connection, trigger)
             log.info(
                 "sync started: run %s, connection %s (%s)",
@@ -149,16 +301,23 @@ class SyncEngine:
                 trigger,
             )
             try:
-                await self._execute(run, connection)
-            except SyncStopped:
-                self._abandon(run, "stopped at a safe point before submitting")
-            except (KlaviyoError, ZapPostError, ConfigurationError) as error:
-                self._fail(run, connection, str(error), error)
+                async with _Keeper(self.runtime, run, connection) as keeper:
+                    await self._execute(run, connection, keeper)
+            except SyncStopped as stopped:
+                abandon_run(run.id, f"stopped before submitting: {stopped}")
+            except (
+                KlaviyoError,
+                ZapPostError,
+                ConfigurationError,
+                RunFailed,
+                httpx.HTTPError,
+            ) as error:
+                fail_run(run.id, str(error) or type(error).__name__, error)
             except Exception as error:  # recorded on the run, then surfaced
                 log.exception("sync run %s failed unexpectedly", run.id)
-                self._fail(run, connection, f"unexpected error: {error}", error)
+                fail_run(run.id, f"unexpected error: {error}", error)
             run = SyncRun.get_by_id(run.id)
-            self._log_finish(run)
+            _log_finish(run)
             return run
         finally:
             leases.release(DataConnection, connection.id, owner)
@@ -176,143 +335,145 @@ class SyncEngine:
             reference=f"zaptui-{uuid.uuid4()}",
             trigger=trigger,
             owner=self.runtime.owner,
+            started_at=utcnow(),
             heartbeat_at=utcnow(),
             watermark_to=connection.watermark,
         )
 
-    async def _execute(self, run: SyncRun, connection: DataConnection) -> None:
+    async def _execute(
+        self, run: SyncRun, connection: DataConnection, keeper: _Keeper
+    ) -> None:
         account: Account = connection.account
         api_key = self.runtime.secrets.decrypt(account.api_key_encrypted)
+        fix_addresses = bool(settings.get("fix_address_data"))
         async with self.runtime.zappost() as zap, self.runtime.klaviyo(api_key) as kl:
             campaign = await zap.get_campaign(connection.campaign_id)
             fields = campaign_fields(campaign)
             mapping = mapping_for(connection.id)
             missing = unmapped_required(mapping, fields)
             if missing:
-                raise SyncRefused(
+                raise RunFailed(
                     "required campaign fields are not mapped: "
                     + ", ".join(missing)
-                    + " (open Map data)"
+                    + " (map them in the data connection's mapping)"
                 )
-            stage = _Stager(run, connection, mapping, fields)
-            pages = kl.iter_member_pages(
-                connection.source_type,
-                connection.source_id,
-                joined_after=fetch_from(connection),
-                page_size=self.page_size,
+            stager = _Stager(
+                run,
+                connection,
+                mapping,
+                fields,
+                verifier=self.runtime.address_verifier,
+                fix_addresses=fix_addresses,
             )
-            async for page in _read_ahead(pages):
-                stage.page(page)
-                self._heartbeat(run, connection)
-                self._report(run)
-                if self.stop.is_set():
-                    raise SyncStopped
-            stage.flush_counts()
-            await self._submit(run, connection, zap)
-            if settings.get("fix_address_data"):
-                await write_back_addresses(run, kl)
+            pages = _ReadAhead(
+                kl.iter_member_pages(
+                    connection.source_type,
+                    connection.source_id,
+                    joined_after=fetch_from(connection),
+                    page_size=self.page_size,
+                )
+            )
+            try:
+                async for page in pages:
+                    stager.page(page)
+                    self._report(stager.progress("fetching"))
+                    if self.stop.is_set():
+                        raise SyncStopped("the operator asked it to stop")
+                    keeper.check()
+            finally:
+                await pages.aclose()
+            stager.finish()
 
-    async def _submit(self, run: SyncRun, connection: DataConnection, zap: Any) -> None:
-        if not leases.renew(DataConnection, connection.id, self.runtime.owner):
-            raise SyncStopped
-        staged = _staged(run).count()
-        if staged == 0:
+            keeper.beat()
+            keeper.check()
+            if self.stop.is_set():
+                raise SyncStopped("the operator asked it to stop")
+            submitted = await self._submit(run, connection, zap, stager)
+            if submitted and fix_addresses:
+                await self._write_back(run.id, connection, kl)
+
+    async def _submit(
+        self, run: SyncRun, connection: DataConnection, zap: Any, stager: _Stager
+    ) -> bool:
+        """Send the staged records; True when ZAP~POST confirmed a submission."""
+        if stager.staged == 0:
             finalize(run.id, None)
-            return
+            return False
         # From here on records may reach ZAP~POST: recovery resends, never refetches.
         SyncRun.update(phase="submitting", heartbeat_at=utcnow()).where(
             SyncRun.id == run.id
         ).execute()
-        self._report(SyncRun.get_by_id(run.id))
-        result = await submit_staged(zap, run.id, connection.campaign_id, run.reference)
+        self._report(stager.progress("submitting"))
+        try:
+            result = await submit_staged(
+                zap, run.id, connection.campaign_id, run.reference
+            )
+        except _REFUSED as error:
+            found = await _find_quietly(zap, connection.campaign_id, run.reference)
+            if found is None:
+                refuse_run(run.id, str(error))
+                return False
+            result = found
+        except (ZapPostError, httpx.HTTPError) as error:
+            mark_unconfirmed(run.id, str(error) or type(error).__name__)
+            return False
         finalize(run.id, result)
+        self._report(_progress_of(SyncRun.get_by_id(run.id)))
+        return True
+
+    async def _write_back(
+        self, run_id: int, connection: DataConnection, klaviyo: Any
+    ) -> None:
+        """Correct addresses in Klaviyo; a failure here never fails the sync."""
+        try:
+            await write_back_addresses(run_id, connection.id, klaviyo)
+        except Exception:  # the submission is made; the run stays as it is
+            log.exception("address write-back for run %s stopped", run_id)
 
     # -- bookkeeping ------------------------------------------------------
 
-    def _heartbeat(self, run: SyncRun, connection: DataConnection) -> None:
-        now = asyncio.get_running_loop().time()
-        if now - self._last_heartbeat < HEARTBEAT_SECONDS:
-            return
-        self._last_heartbeat = now
-        owner = self.runtime.owner
-        SyncRun.update(heartbeat_at=utcnow()).where(SyncRun.id == run.id).execute()
-        kept = leases.renew(DataConnection, connection.id, owner)
-        leases.renew(Account, connection.account_id, owner)
-        if not kept:
-            log.warning("run %s lost its hold on connection %s", run.id, connection.id)
-            raise SyncStopped
-
-    def _report(self, run: SyncRun) -> None:
+    def _report(self, progress: Progress) -> None:
         if self.progress is None:
             return
-        fresh = SyncRun.get_by_id(run.id)
-        self.progress(
-            Progress(
-                run_id=fresh.id,
-                connection_id=fresh.connection_id,
-                phase=fresh.phase,
-                fetched=fresh.fetched,
-                imported=fresh.imported,
-                failed=fresh.failed,
-                skipped=fresh.skipped_duplicate,
-            )
-        )
-
-    def _abandon(self, run: SyncRun, why: str) -> None:
-        abandon_run(run.id, why)
-
-    def _fail(
-        self,
-        run: SyncRun,
-        connection: DataConnection,
-        message: str,
-        error: BaseException,
-    ) -> None:
-        fresh = SyncRun.get_by_id(run.id)
-        if fresh.phase == "submitting":
-            # The submission may have been made: leave it to recovery.
-            SyncRun.update(error=message).where(SyncRun.id == run.id).execute()
-            return
-        with database_proxy.atomic():
-            ProfileOutcome.update(outcome="not_sent").where(
-                (ProfileOutcome.run == run.id) & (ProfileOutcome.outcome == "staged")
-            ).execute()
-            recount(run.id)
-            SyncRun.update(
-                status="failed", phase="done", finished_at=utcnow(), error=message
-            ).where(SyncRun.id == run.id).execute()
-            DataConnection.update(
-                last_error=message, last_sync_at=utcnow(), failing=True
-            ).where(DataConnection.id == connection.id).execute()
-            if isinstance(error, Unauthorized | MissingScope):
-                Account.update(
-                    status="unauthorised"
-                    if isinstance(error, Unauthorized)
-                    else "missing scope",
-                    status_reason=message,
-                    checked_at=utcnow(),
-                ).where(Account.id == connection.account_id).execute()
-
-    def _log_finish(self, run: SyncRun) -> None:
-        log.log(
-            logging.ERROR if run.status == "failed" else logging.INFO,
-            "sync %s: run %s, connection %s: fetched %d, imported %d, failed %d, "
-            "skipped %d%s",
-            run.status,
-            run.id,
-            run.connection_id,
-            run.fetched,
-            run.imported,
-            run.failed,
-            run.skipped_duplicate,
-            f": {run.error}" if run.error else "",
-        )
+        try:
+            self.progress(progress)
+        except Exception:  # a broken progress display must not break the sync
+            log.exception("progress callback failed")
 
     async def _recover(self, connection: DataConnection) -> None:
         for run in SyncRun.select().where(
-            (SyncRun.connection == connection.id) & (SyncRun.status << UNFINISHED)
+            (SyncRun.connection == connection.id) & needs_recovery()
         ):
             await recover_run(self.runtime, run)
+
+
+def _progress_of(run: SyncRun) -> Progress:
+    return Progress(
+        run_id=run.id,
+        connection_id=run.connection_id or 0,
+        phase=run.phase,
+        fetched=run.fetched,
+        imported=run.imported,
+        failed=run.failed,
+        skipped=run.skipped_duplicate,
+        pages=run.pages,
+    )
+
+
+def _log_finish(run: SyncRun) -> None:
+    log.log(
+        logging.ERROR if run.status == "failed" else logging.INFO,
+        "sync %s: run %s, connection %s: fetched %d, imported %d, failed %d, "
+        "skipped %d%s",
+        run.status,
+        run.id,
+        run.connection_id,
+        run.fetched,
+        run.imported,
+        run.failed,
+        run.skipped_duplicate,
+        f": {run.error}" if run.error else "",
+    )
 
 
 def fetch_from(connection: DataConnection) -> datetime | None:
@@ -333,6 +494,14 @@ def mapping_for(connection_id: int) -> dict[str, str]:
     }
 
 
+def _plain_text(value: str, limit: int = 255) -> str:
+    """Outside text for a stored display column: one line, no controls."""
+    try:
+        return clean_text(value)[0][:limit]
+    except NotText:
+        return ""
+
+
 class _Stager:
     """Turns pages of members into staged, failed or skipped outcomes."""
 
@@ -341,129 +510,265 @@ class _Stager:
         run: SyncRun,
         connection: DataConnection,
         mapping: dict[str, str],
-        fields: list,
+        fields: list[CampaignField],
+        *,
+        verifier: AddressVerifier | None = None,
+        fix_addresses: bool = False,
     ) -> None:
         self.run = run
         self.connection = connection
         self.mapping = mapping
         self.fields = fields
+        self.verifier = verifier
+        self.fix_addresses = fix_addresses
         self.hold_back_days = int(settings.get("hold_back_days"))
         self.floor = connection.created_at if connection.new_joiners_only else None
+        # Ledger rows of this connection all lie at or before this watermark.
+        self.covered_to = connection.watermark
         self.watermark = connection.watermark
-        self.counts = {"fetched": 0, "failed": 0, "skipped": 0, "pages": 0}
+        self.fetched = self.staged = self.failed = self.skipped = self.pages = 0
 
-    def page(self, resources: list[dict]) -> None:
-        profiles = [Profile.from_resource(resource) for resource in resources]
-        profiles = [p for p in profiles if p.id]
-        if self.floor is not None:
-            profiles = [
-                p
-                for p in profiles
-                if p.joined_group_at is None or p.joined_group_at > self.floor
-            ]
-        seen = self._already_mailed([p.id for p in profiles])
-        held = self._held_back([p.id for p in profiles])
+    def progress(self, phase: str) -> Progress:
+        """The run's progress from the counts kept here."""
+        return Progress(
+            run_id=self.run.id,
+            connection_id=self.connection.id,
+            phase=phase,
+            fetched=self.fetched,
+            imported=0,
+            failed=self.failed,
+            skipped=self.skipped,
+            pages=self.pages,
+        )
+
+    def page(self, resources: list[Any]) -> None:
+        """Stage one page of member resources in one transaction."""
+        profiles = self._profiles(resources)
+        overlap = [p for p in profiles if self._covered(p.joined_group_at)]
+        seen = self._already_mailed(overlap)
+        reported = self._already_failed(overlap)
+        held = self._held_back(profiles)
+        now = utcnow()
         rows = []
+        ids: set[str] = set()
         for profile in profiles:
-            if profile.joined_group_at and (
-                self.watermark is None or profile.joined_group_at > self.watermark
+            if profile.id in ids:
+                continue  # a re-join while paging: this run mails the first
+            ids.add(profile.id)
+            joined = profile.joined_group_at
+            if joined is not None and (
+                self.watermark is None or joined > self.watermark
             ):
-                self.watermark = profile.joined_group_at
-            rows.append(self._outcome(profile, seen, held))
+                self.watermark = joined
+            rows.append(self._outcome(profile, seen, reported, held, now))
+
         with database_proxy.atomic():
             if rows:
-                ProfileOutcome.insert_many(rows).on_conflict_ignore().execute()
-            self.counts["fetched"] += len(resources)
-            self.counts["pages"] += 1
+                inserted = (
+                    ProfileOutcome.insert_many(rows).on_conflict_ignore().as_rowcount()
+                ).execute()
+                if inserted == len(rows):
+                    self._count(rows)
+                else:  # some were seen earlier in this run (a re-join mid-paging)
+                    self._recount()
+            self.fetched += len(resources)
+            self.pages += 1
             SyncRun.update(
-                fetched=SyncRun.fetched + len(resources),
-                failed=SyncRun.failed
-                + sum(1 for row in rows if row["outcome"] == "failed"),
-                skipped_duplicate=SyncRun.skipped_duplicate
-                + sum(
-                    1 for row in rows if row["outcome"] in ("duplicate", "held_back")
-                ),
-                pages=SyncRun.pages + 1,
+                fetched=self.fetched,
+                failed=self.failed,
+                skipped_duplicate=self.skipped,
+                pages=self.pages,
                 watermark_to=self.watermark,
+                heartbeat_at=now,
             ).where(SyncRun.id == self.run.id).execute()
 
-    def flush_counts(self) -> None:
+    def finish(self) -> None:
+        """Make the run's counts exact from its outcome rows."""
         recount(self.run.id)
+
+    def _count(self, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            outcome = row["outcome"]
+            if outcome == "staged":
+                self.staged += 1
+            elif outcome == "failed":
+                self.failed += 1
+            else:
+                self.skipped += 1
+
+    def _recount(self) -> None:
+        counts = dict(
+            ProfileOutcome.select(
+                ProfileOutcome.outcome, pw.fn.COUNT(ProfileOutcome.id)
+            )
+            .where(ProfileOutcome.run == self.run.id)
+            .group_by(ProfileOutcome.outcome)
+            .tuples()
+        )
+        self.staged = counts.get("staged", 0)
+        self.failed = counts.get("failed", 0)
+        self.skipped = counts.get("duplicate", 0) + counts.get("held_back", 0)
+
+    def _profiles(self, resources: list[Any]) -> list[Profile]:
+        profiles = []
+        for resource in resources:
+            profile = Profile.from_resource(resource)
+            if not profile.id or len(profile.id) > MAX_PROFILE_ID:
+                log.warning(
+                    "run %s: Klaviyo sent a member without a usable profile id",
+                    self.run.id,
+                )
+                continue
+            if self.floor is not None and (
+                profile.joined_group_at is not None
+                and profile.joined_group_at <= self.floor
+            ):
+                continue
+            profiles.append(profile)
+        return profiles
+
+    def _covered(self, joined: datetime | None) -> bool:
+        """Whether an earlier run may already have handled this membership."""
+        if joined is None:
+            return True
+        return self.covered_to is not None and joined <= self.covered_to
 
     def _outcome(
         self,
         profile: Profile,
         seen: set[tuple[str, Any]],
+        reported: dict[tuple[str, Any], tuple[int, str]],
         held: set[str],
+        now: datetime,
     ) -> dict[str, Any]:
+        email = _plain_text(profile.email).casefold()
         row: dict[str, Any] = {
             "run": self.run.id,
             "profile_id": profile.id,
             "joined_group_at": profile.joined_group_at,
-            "display_name": profile.display_name[:255],
-            "email": profile.email[:255],
+            "display_name": _plain_text(profile.display_name),
+            "email": email,
             "reason": "",
             "record": None,
             "correction": None,
-            "created_at": utcnow(),
+            "created_at": now,
         }
-        if (profile.id, profile.joined_group_at) in seen:
+        membership = (profile.id, profile.joined_group_at)
+        if membership in seen:
             return row | {
                 "outcome": "duplicate",
                 "reason": "already mailed for this membership",
             }
-        if profile.id in held:
+        if profile.id in held or (email and email in held):
             return row | {
                 "outcome": "held_back",
                 "reason": f"mailed within the last {self.hold_back_days} days",
             }
-        result = cleanse(profile)
+        result = cleanse(profile, self.verifier)
         if not result.ok or result.address is None:
-            return row | {"outcome": "failed", "reason": "; ".join(result.reasons)}
+            reason = "; ".join(result.reasons) or "the address could not be used"
+            return self._failed(row, reason, reported.get(membership))
         record, errors = build_record(
             profile, result.address, self.mapping, self.fields, self.run.reference
         )
         if record is None:
-            return row | {"outcome": "failed", "reason": "; ".join(errors)}
+            reason = "; ".join(errors) or "the record could not be built"
+            return self._failed(row, reason, reported.get(membership))
         correction = None
-        if result.corrected:
+        if result.changes:
+            needed = location_needs_update(result.address, result.original)
+            if not needed:
+                write_back = "not needed"
+            elif self.fix_addresses:
+                write_back = "pending"
+            else:
+                write_back = "off"
             correction = {
                 "original": result.original,
+                "address": asdict(result.address),
                 "changes": list(result.changes),
-                "write_back": "pending",
+                "write_back": write_back,
             }
         return row | {"outcome": "staged", "record": record, "correction": correction}
 
-    def _already_mailed(self, profile_ids: list[str]) -> set[tuple[str, Any]]:
-        if not profile_ids:
+    @staticmethod
+    def _failed(
+        row: dict[str, Any], reason: str, earlier: tuple[int, str] | None
+    ) -> dict[str, Any]:
+        if earlier is not None and earlier[1] == reason:
+            # The look-back fetched it again; its failure is already on record.
+            return row | {
+                "outcome": "duplicate",
+                "reason": f"already reported as failed in sync {earlier[0]}: {reason}",
+            }
+        return row | {"outcome": "failed", "reason": reason}
+
+    def _already_mailed(self, profiles: list[Profile]) -> set[tuple[str, Any]]:
+        if not profiles:
             return set()
         query = SubmittedProfile.select(
             SubmittedProfile.profile_id, SubmittedProfile.joined_group_at
         ).where(
             (SubmittedProfile.connection == self.connection.id)
-            & (SubmittedProfile.profile_id << profile_ids)
+            & (SubmittedProfile.profile_id << [p.id for p in profiles])
         )
         return {(row.profile_id, row.joined_group_at) for row in query}
 
-    def _held_back(self, profile_ids: list[str]) -> set[str]:
-        if not self.hold_back_days or not profile_ids:
+    def _already_failed(
+        self, profiles: list[Profile]
+    ) -> dict[tuple[str, Any], tuple[int, str]]:
+        """Memberships an earlier run of this connection reported as failed."""
+        dated = [p.joined_group_at for p in profiles if p.joined_group_at]
+        if not dated:
+            return {}
+        # No run can have fetched a membership before it began.
+        earlier_runs = SyncRun.select(SyncRun.id).where(
+            (SyncRun.connection == self.connection.id)
+            & (SyncRun.id != self.run.id)
+            & (SyncRun.started_at >= min(dated) - timedelta(days=1))
+        )
+        query = (
+            ProfileOutcome.select(
+                ProfileOutcome.profile_id,
+                ProfileOutcome.joined_group_at,
+                ProfileOutcome.run,
+                ProfileOutcome.reason,
+            )
+            .where(
+                (ProfileOutcome.run << earlier_runs)
+                & (ProfileOutcome.profile_id << [p.id for p in profiles])
+                & (ProfileOutcome.outcome == "failed")
+            )
+            .tuples()
+        )
+        return {
+            (profile_id, joined): (run_id, reason)
+            for profile_id, joined, run_id, reason in query
+        }
+
+    def _held_back(self, profiles: list[Profile]) -> set[str]:
+        """Profile ids and emails mailed by any connection within the hold-back."""
+        if not self.hold_back_days or not profiles:
             return set()
         since = utcnow() - timedelta(days=self.hold_back_days)
-        query = SubmittedProfile.select(SubmittedProfile.profile_id).where(
-            (SubmittedProfile.profile_id << profile_ids)
+        ids = [p.id for p in profiles]
+        emails = [e for e in (_plain_text(p.email).casefold() for p in profiles) if e]
+        found: set[str] = set()
+        by_id = SubmittedProfile.select(SubmittedProfile.profile_id).where(
+            (SubmittedProfile.profile_id << ids)
             & (SubmittedProfile.submitted_at > since)
         )
-        return {row.profile_id for row in query}
+        found.update(row.profile_id for row in by_id)
+        if emails:
+            by_email = SubmittedProfile.select(SubmittedProfile.email).where(
+                (SubmittedProfile.email << emails)
+                & (SubmittedProfile.submitted_at > since)
+            )
+            found.update(row.email for row in by_email)
+        return found
 
 
 # -- shared by a live run and recovery ----------------------------------------
-
-
-def _staged(run: SyncRun | int) -> pw.ModelSelect:
-    run_id = run if isinstance(run, int) else run.id
-    return ProfileOutcome.select().where(
-        (ProfileOutcome.run == run_id) & (ProfileOutcome.outcome == "staged")
-    )
 
 
 def staged_records(run_id: int, chunk: int = SUBMIT_CHUNK) -> Iterator[dict]:
@@ -501,6 +806,17 @@ async def submit_staged(
     )
 
 
+async def _find_quietly(
+    zap: Any, campaign_id: str, reference: str
+) -> SubmissionResult | None:
+    """The submission made under a reference, or None (also when ZAP~POST fails)."""
+    try:
+        return await zap.find_submission(campaign_id, reference)
+    except (ZapPostError, httpx.HTTPError) as error:
+        log.warning("could not look for submission %s: %s", reference, error)
+        return None
+
+
 def recount(run_id: int) -> None:
     """Set a run's counts from its outcome rows."""
     counts = dict(
@@ -516,13 +832,39 @@ def recount(run_id: int) -> None:
     ).where(SyncRun.id == run_id).execute()
 
 
-def finalize(run_id: int, result: SubmissionResult | None, note: str = "") -> SyncRun:
-    """Record a run's outcome, its ledger rows and the new watermark, atomically."""
+def _rejections(result: SubmissionResult) -> list[dict[str, Any]]:
+    """ZAP~POST's rejected records as the run keeps them: who, and why."""
+    kept = []
+    for invalid in result.invalid[:MAX_STORED_REJECTIONS]:
+        record = invalid.get("record")
+        record = record if isinstance(record, dict) else {}
+        kept.append(
+            {
+                "customerid": str(record.get("customerid", ""))[:MAX_PROFILE_ID],
+                "errors": [str(e)[:500] for e in invalid.get("errors") or []][:20],
+            }
+        )
+    return kept
+
+
+def finalize(
+    run_id: int,
+    result: SubmissionResult | None,
+    *,
+    status: str | None = None,
+    note: str = "",
+) -> SyncRun:
+    """Record a run's outcome, its ledger rows and the new watermark, atomically.
+
+    `status` overrides the status the counts give (recovery marks a run it
+    finished for a dead process "interrupted"); `note` replaces the run's error.
+    """
     with database_proxy.atomic():
         run = SyncRun.get_by_id(run_id)
         if result is not None:
             for invalid in result.invalid:
-                record = invalid.get("record") or {}
+                record = invalid.get("record")
+                record = record if isinstance(record, dict) else {}
                 errors = invalid.get("errors") or ["rejected"]
                 ProfileOutcome.update(
                     outcome="failed",
@@ -536,28 +878,7 @@ def finalize(run_id: int, result: SubmissionResult | None, note: str = "") -> Sy
                 (ProfileOutcome.run == run_id) & (ProfileOutcome.outcome == "staged")
             ).execute()
             if run.connection_id is not None:
-                source = ProfileOutcome.select(
-                    pw.Value(run.connection_id),
-                    ProfileOutcome.profile_id,
-                    ProfileOutcome.joined_group_at,
-                    ProfileOutcome.email,
-                    pw.Value(run_id),
-                    pw.Value(SubmittedProfile.submitted_at.db_value(utcnow())),
-                ).where(
-                    (ProfileOutcome.run == run_id)
-                    & (ProfileOutcome.outcome == "imported")
-                )
-                SubmittedProfile.insert_from(
-                    source,
-                    [
-                        SubmittedProfile.connection,
-                        SubmittedProfile.profile_id,
-                        SubmittedProfile.joined_group_at,
-                        SubmittedProfile.email,
-                        SubmittedProfile.run,
-                        SubmittedProfile.submitted_at,
-                    ],
-                ).on_conflict_ignore().execute()
+                _record_in_ledger(run)
             Submission.insert(
                 run=run_id,
                 reference=run.reference,
@@ -569,17 +890,15 @@ def finalize(run_id: int, result: SubmissionResult | None, note: str = "") -> Sy
             ).on_conflict_ignore().execute()
         recount(run_id)
         run = SyncRun.get_by_id(run_id)
-        status = run_status(run.imported, run.failed)
-        if note:
-            status = "interrupted"
         now = utcnow()
         SyncRun.update(
-            status=status,
+            status=status or run_status(run.imported, run.failed),
             phase="done",
             finished_at=now,
             submission_id=result.submission_id if result else None,
             submission_url=result.url if result else None,
-            error=note or run.error,
+            rejected_records=_rejections(result) if result and result.invalid else None,
+            error=note or ("" if run.phase == "submitting" else run.error),
         ).where(SyncRun.id == run_id).execute()
         if run.connection_id is not None:
             changes: dict[Any, Any] = {
@@ -597,6 +916,28 @@ def finalize(run_id: int, result: SubmissionResult | None, note: str = "") -> Sy
         return SyncRun.get_by_id(run_id)
 
 
+def _record_in_ledger(run: SyncRun) -> None:
+    source = ProfileOutcome.select(
+        pw.Value(run.connection_id),
+        ProfileOutcome.profile_id,
+        ProfileOutcome.joined_group_at,
+        ProfileOutcome.email,
+        pw.Value(run.id),
+        pw.Value(SubmittedProfile.submitted_at.db_value(utcnow())),
+    ).where((ProfileOutcome.run == run.id) & (ProfileOutcome.outcome == "imported"))
+    SubmittedProfile.insert_from(
+        source,
+        [
+            SubmittedProfile.connection,
+            SubmittedProfile.profile_id,
+            SubmittedProfile.joined_group_at,
+            SubmittedProfile.email,
+            SubmittedProfile.run,
+            SubmittedProfile.submitted_at,
+        ],
+    ).on_conflict_ignore().execute()
+
+
 def run_status(imported: int, failed: int) -> str:
     """A finished run's status from its counts."""
     if failed and imported:
@@ -606,23 +947,98 @@ def run_status(imported: int, failed: int) -> str:
     return "succeeded"
 
 
-def abandon_run(run_id: int, why: str) -> None:
-    """End a run that sent nothing: its profiles will be fetched again next time."""
+def _end_unsent(run_id: int, status: str, error: str) -> None:
+    """End a run whose staged records were never sent; the next fetch has them."""
     with database_proxy.atomic():
         ProfileOutcome.update(outcome="not_sent").where(
             (ProfileOutcome.run == run_id) & (ProfileOutcome.outcome == "staged")
         ).execute()
         recount(run_id)
         SyncRun.update(
-            status="interrupted",
-            phase="done",
-            finished_at=utcnow(),
-            error=f"{why}; its profiles will be picked up by the next sync",
+            status=status, phase="done", finished_at=utcnow(), error=error
         ).where(SyncRun.id == run_id).execute()
 
 
+def _mark_connection_failing(connection_id: int | None, message: str) -> None:
+    if connection_id is None:
+        return
+    DataConnection.update(
+        last_error=message, last_sync_at=utcnow(), failing=True
+    ).where(DataConnection.id == connection_id).execute()
+
+
+def abandon_run(run_id: int, why: str) -> None:
+    """End a run that sent nothing: its profiles will be fetched again next time."""
+    run = SyncRun.get_or_none(SyncRun.id == run_id)
+    if run is None or run.status not in UNFINISHED or run.phase == "submitting":
+        return  # already ended elsewhere, or it may have sent: recovery decides
+    _end_unsent(
+        run_id,
+        "interrupted",
+        f"{why}; its profiles will be picked up by the next sync",
+    )
+
+
+def refuse_run(run_id: int, message: str) -> None:
+    """End a run whose submission ZAP~POST refused outright (nothing was created)."""
+    run = SyncRun.get_by_id(run_id)
+    _end_unsent(
+        run_id,
+        "failed",
+        f"{message}; nothing was submitted, and its profiles will be picked up "
+        "by the next sync",
+    )
+    _mark_connection_failing(run.connection_id, message)
+
+
+def mark_unconfirmed(run_id: int, message: str) -> None:
+    """A submission ZAP~POST may or may not hold: fail the run, keep it recoverable."""
+    run = SyncRun.get_by_id(run_id)
+    error = (
+        f"{message}; ZAP~POST has not confirmed the submission, so before the "
+        "next sync it is checked and, if missing, resent under the same reference "
+        "(nobody is mailed twice)"
+    )
+    with database_proxy.atomic():
+        recount(run_id)
+        SyncRun.update(status="failed", finished_at=utcnow(), error=error).where(
+            SyncRun.id == run_id
+        ).execute()
+    _mark_connection_failing(run.connection_id, message)
+    log.warning("run %s: submission unconfirmed: %s", run_id, message)
+
+
+def fail_run(run_id: int, message: str, error: BaseException | None = None) -> None:
+    """Record a failure; a run that may have submitted stays recoverable."""
+    run = SyncRun.get_by_id(run_id)
+    if run.phase == "done":
+        return  # already recorded (finalized, refused or abandoned)
+    if run.phase == "submitting":
+        mark_unconfirmed(run_id, message)
+        return
+    _end_unsent(run_id, "failed", message)
+    _mark_connection_failing(run.connection_id, message)
+    if isinstance(error, Unauthorized | MissingScope) and run.connection_id:
+        account_id = (
+            DataConnection.select(DataConnection.account)
+            .where(DataConnection.id == run.connection_id)
+            .scalar()
+        )
+        Account.update(
+            status="unauthorised"
+            if isinstance(error, Unauthorized)
+            else "missing scope",
+            status_reason=message,
+            checked_at=utcnow(),
+        ).where(Account.id == account_id).execute()
+
+
 async def recover_run(runtime: Runtime, run: SyncRun) -> SyncRun:
-    """Finish a run that its process left unfinished (the caller holds the lease)."""
+    """Finish a run left unfinished or unconfirmed (the caller holds the lease).
+
+    Raises RecoveryFailed when ZAP~POST cannot say whether it holds the run's
+    submission: then nothing may sync the connection until it can.
+    """
     if run.phase != "submitting":
         abandon_run(run.id, "interrupted before submitting (the process ended)")
         log.warning(
@@ -630,41 +1046,73 @@ async def recover_run(runtime: Runtime, run: SyncRun) -> SyncRun:
         )
         return SyncRun.get_by_id(run.id)
     connection = run.connection
-    async with runtime.zappost() as zap:
-        result = await zap.find_submission(connection.campaign_id, run.reference)
-        if result is None:
-            result = await submit_staged(
-                zap, run.id, connection.campaign_id, run.reference
-            )
+    if connection is None:
+        SyncRun.update(
+            status="interrupted",
+            phase="done",
+            finished_at=utcnow(),
+            error="its data connection was removed while it was submitting; "
+            f"ZAP~POST may hold its records under reference {run.reference}",
+        ).where(SyncRun.id == run.id).execute()
+        return SyncRun.get_by_id(run.id)
+    killed = run.status in UNFINISHED
+    try:
+        async with runtime.zappost() as zap:
+            result = await zap.find_submission(connection.campaign_id, run.reference)
+            if result is None:
+                result = await submit_staged(
+                    zap, run.id, connection.campaign_id, run.reference
+                )
+    except _REFUSED as error:
+        refuse_run(run.id, f"resending the submission failed: {error}")
+        return SyncRun.get_by_id(run.id)
+    except (ZapPostError, httpx.HTTPError, ConfigurationError) as error:
+        raise RecoveryFailed(
+            f"sync {run.id} of data connection {connection.id} has a submission "
+            f"ZAP~POST has not confirmed ({error}); no new sync of it starts "
+            "until ZAP~POST answers, so nobody is mailed twice: try again later"
+        ) from None
+    if killed:
+        note = (
+            "interrupted while submitting; recovered: submission "
+            f"{result.submission_id} holds its {result.accepted} records"
+        )
+    else:
+        note = (
+            f"ZAP~POST confirmed submission {result.submission_id} with "
+            f"{result.accepted} records when checked again"
+        )
     recovered = finalize(
-        run.id,
-        result,
-        note=f"interrupted while submitting; recovered: submission "
-        f"{result.submission_id} holds its {result.accepted} records",
+        run.id, result, status="interrupted" if killed else None, note=note
     )
-    log.warning(
-        "run %s was interrupted while submitting; recovered submission %s",
-        run.id,
-        result.submission_id,
-    )
+    log.warning("run %s recovered: %s", run.id, note)
     return recovered
 
 
 async def recover_interrupted_runs(runtime: Runtime) -> list[SyncRun]:
     """At start-up: recover every unfinished run whose process is gone."""
     recovered = []
-    for run in SyncRun.select().where(SyncRun.status << UNFINISHED):
+    for run in SyncRun.select().where(needs_recovery()):
         connection = run.connection
         if connection is None:
-            abandon_run(run.id, "its data connection was removed")
+            if run.phase == "submitting":
+                recovered.append(await recover_run(runtime, run))
+            else:
+                abandon_run(run.id, "its data connection was removed")
             continue
         owner = runtime.owner
         if not leases.acquire_for_sync(connection.id, connection.account_id, owner):
             continue  # a live process still owns it
         try:
             fresh = SyncRun.get_by_id(run.id)
-            if fresh.status in UNFINISHED:
+            if (
+                SyncRun.select()
+                .where((SyncRun.id == run.id) & needs_recovery())
+                .exists()
+            ):
                 recovered.append(await recover_run(runtime, fresh))
+        except RecoveryFailed as error:
+            log.warning("%s", error)
         finally:
             leases.release(DataConnection, connection.id, owner)
             leases.release(Account, connection.account_id, owner)

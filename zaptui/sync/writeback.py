@@ -1,17 +1,26 @@
 """Address correction: write cleansed addresses back to the Klaviyo profiles.
 
 Runs after a submission when the "fix address data" setting is on. Each
-corrected profile gets its whole corrected location (a partial location may
-clear the fields left out) and an `Address Updated` event carrying the original
-and the updated address. A failed write-back is listed on the run; it never
-fails the sync.
+profile whose cleansed address differs from its Klaviyo location gets its
+whole corrected location (a partial location may clear the fields left out)
+and an `Address Updated` event carrying the original and the updated address.
+A failed write-back is listed on the run; it never fails the sync.
+
+Corrections wait as "pending" on their outcome rows, so a process that ended
+before writing them back leaves them for the next sync of the connection.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections import Counter
+from datetime import timedelta
 from typing import Any
 
+import peewee as pw
+
+from zaptui.clock import utcnow
 from zaptui.domain.address import Address, to_klaviyo_location
 from zaptui.klaviyo.errors import KlaviyoError
 from zaptui.store.models import ProfileOutcome, SyncRun
@@ -19,35 +28,92 @@ from zaptui.store.models import ProfileOutcome, SyncRun
 log = logging.getLogger(__name__)
 
 ADDRESS_UPDATED = "Address Updated"
-CHUNK = 500
+CHUNK = 200
+CONCURRENCY = 8
+# Pending corrections older than this are left alone: the profile may have
+# been edited since, and writing an old correction back would undo that.
+PENDING_DAYS = 7
+# JsonField stores compact JSON with sorted keys, so this is exact.
+_PENDING = '%"write_back":"pending"%'
 
 
-def _address_from_record(record: dict[str, Any]) -> Address:
-    return Address(
-        name=" ".join(
-            part for part in (record.get("firstname"), record.get("surname")) if part
-        ),
-        line1=record.get("address1") or "",
-        line2=record.get("address2") or "",
-        line3=record.get("address3") or "",
-        town=record.get("city") or "",
-        county="",
-        postcode=record.get("postcode") or "",
-        country=record.get("country") or "",
+def _address(data: Any) -> Address | None:
+    if not isinstance(data, dict):
+        return None
+    try:
+        return Address(**{key: str(value) for key, value in data.items()})
+    except TypeError:
+        return None
+
+
+def _is_pending() -> pw.Expression:
+    """Rows whose correction waits to be written back (the pattern is literal)."""
+    return pw.Expression(
+        ProfileOutcome.correction, pw.OP.ILIKE, pw.Value(_PENDING, converter=False)
     )
 
 
-async def write_back_addresses(run: SyncRun, klaviyo: Any) -> int:
-    """PATCH corrected locations for the run's imported profiles; returns failures."""
-    failures = 0
+async def _write_one(
+    klaviyo: Any, row: ProfileOutcome, run: SyncRun
+) -> tuple[int, dict[str, Any], bool]:
+    """Write one correction back; (row id, updated correction, failed)."""
+    correction = dict(row.correction or {})
+    original = correction.get("original")
+    original = original if isinstance(original, dict) else {}
+    address = _address(correction.get("address"))
+    if address is None:
+        correction["write_back"] = "failed: the corrected address was not kept"
+        return row.id, correction, True
+    updated = to_klaviyo_location(address, original)
+    try:
+        await klaviyo.update_profile_location(row.profile_id, updated)
+        await klaviyo.create_event(
+            row.profile_id,
+            ADDRESS_UPDATED,
+            {
+                "original_address": original,
+                "updated_address": updated,
+                "changes": correction.get("changes") or [],
+                "sync_id": run.id,
+                "submission_id": run.submission_id,
+                "campaign_name": run.campaign_name,
+                "data_connection": run.connection_name,
+            },
+        )
+    except KlaviyoError as error:
+        correction["write_back"] = f"failed: {error}"
+        log.warning(
+            "address write-back failed for profile %s: %s", row.profile_id, error
+        )
+        return row.id, correction, True
+    correction["write_back"] = "done"
+    correction["updated"] = updated
+    return row.id, correction, False
+
+
+async def write_back_addresses(run_id: int, connection_id: int, klaviyo: Any) -> int:
+    """Write back the connection's pending corrections; returns how many failed."""
+    since = utcnow() - timedelta(days=PENDING_DAYS)
+    runs = {
+        run.id: run
+        for run in SyncRun.select().where(
+            (SyncRun.id == run_id)
+            | (
+                (SyncRun.connection == connection_id)
+                & (SyncRun.started_at >= since)
+                & SyncRun.submission_id.is_null(False)
+            )
+        )
+    }
+    failures: Counter[int] = Counter()
     last_id = 0
     while True:
         rows = list(
             ProfileOutcome.select()
             .where(
-                (ProfileOutcome.run == run.id)
+                (ProfileOutcome.run << list(runs))
                 & (ProfileOutcome.outcome == "imported")
-                & ProfileOutcome.correction.is_null(False)
+                & _is_pending()
                 & (ProfileOutcome.id > last_id)
             )
             .order_by(ProfileOutcome.id)
@@ -55,41 +121,21 @@ async def write_back_addresses(run: SyncRun, klaviyo: Any) -> int:
         )
         if not rows:
             break
-        for row in rows:
-            last_id = row.id
-            correction = dict(row.correction or {})
-            if correction.get("write_back") != "pending" or not row.record:
-                continue
-            original = correction.get("original") or {}
-            updated = to_klaviyo_location(_address_from_record(row.record), original)
-            try:
-                await klaviyo.update_profile_location(row.profile_id, updated)
-                await klaviyo.create_event(
-                    row.profile_id,
-                    ADDRESS_UPDATED,
-                    {
-                        "original_address": original,
-                        "updated_address": updated,
-                        "sync_id": run.id,
-                        "submission_id": run.submission_id,
-                    },
-                )
-            except KlaviyoError as error:
-                failures += 1
-                correction["write_back"] = f"failed: {error}"
-                log.warning(
-                    "address write-back failed for profile %s: %s",
-                    row.profile_id,
-                    error,
-                )
-            else:
-                correction["write_back"] = "done"
-                correction["updated"] = updated
-            ProfileOutcome.update(correction=correction).where(
-                ProfileOutcome.id == row.id
-            ).execute()
-    if failures:
+        last_id = rows[-1].id
+        for start in range(0, len(rows), CONCURRENCY):
+            group = rows[start : start + CONCURRENCY]
+            results = await asyncio.gather(
+                *(_write_one(klaviyo, row, runs[row.run_id]) for row in group)
+            )
+            by_id = {row.id: row for row in group}
+            for row_id, correction, failed in results:
+                ProfileOutcome.update(correction=correction).where(
+                    ProfileOutcome.id == row_id
+                ).execute()
+                if failed:
+                    failures[by_id[row_id].run_id] += 1
+    for failed_run, count in failures.items():
         SyncRun.update(
-            address_updates_failed=SyncRun.address_updates_failed + failures
-        ).where(SyncRun.id == run.id).execute()
-    return failures
+            address_updates_failed=SyncRun.address_updates_failed + count
+        ).where(SyncRun.id == failed_run).execute()
+    return sum(failures.values())
