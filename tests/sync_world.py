@@ -181,14 +181,40 @@ def make_runtime(
     return Runtime(**values)
 
 
+class _Switch:
+    """An ASGI app that hands every request to whichever world is current."""
+
+    def __init__(self) -> None:
+        self.app: Any = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
+
+
+_switch = _Switch()
+_server: ServerHandle | None = None
+
+
+def shared_server(app: Any) -> ServerHandle:
+    """One loopback server for the whole test process, now serving `app`.
+
+    Starting and stopping a server per test costs more than most tests do.
+    """
+    global _server
+    _switch.app = app
+    if _server is None or not _server.thread.is_alive():
+        _server = serve_in_thread(_switch)
+    return _server
+
+
 def build_world(
     seed: int = 3, clean: int = 240, faults: Iterable[str] = UNMAILABLE, **options: Any
 ) -> Iterator[World]:
-    """Serve a world with the test segment; yields it, then stops the server."""
+    """A served world with the test segment (yields it, for fixtures)."""
     sim = SimWorld.seeded(seed, profiles=0, faulty_share=0.0, rate_limits=False)
     acme = sim.klaviyo.account("Acme Outdoor")
     segment = sim.klaviyo.add_source(acme, "segment", SEGMENT)
-    server = serve_in_thread(sim.app)
+    server = shared_server(sim.app)
     sleeps = Sleeps()
     try:
         world = World(
@@ -204,7 +230,7 @@ def build_world(
         world.add_members(clean, faults)
         yield world
     finally:
-        server.stop()
+        sim.faults.clear()
 
 
 def outcomes(run: SyncRun) -> dict[str, ProfileOutcome]:

@@ -10,6 +10,7 @@ import asyncio
 import getpass
 import os
 import socket
+import ssl
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -89,6 +90,7 @@ class Runtime:
     sleep: Sleep = asyncio.sleep
     address_verifier: AddressVerifier | None = None
     _secrets: SecretBox | None = None
+    _ssl: ssl.SSLContext | None = None
 
     @classmethod
     def from_env(
@@ -112,13 +114,25 @@ class Runtime:
             self._secrets = SecretBox()
         return self._secrets
 
+    def http_transport(self) -> httpx.AsyncBaseTransport:
+        """The transport for a new client: the given one, else HTTP(S) over TCP.
+
+        Loading the trusted certificates takes tens of milliseconds, so every
+        client of this process shares one TLS context.
+        """
+        if self.transport is not None:
+            return self.transport
+        if self._ssl is None:
+            self._ssl = httpx.create_ssl_context()
+        return httpx.AsyncHTTPTransport(verify=self._ssl)
+
     def klaviyo(self, api_key: str) -> KlaviyoClient:
         """A Klaviyo client for one account's private key."""
         return KlaviyoClient(
             api_key,
             base_url=self.klaviyo_url,
             api_log=self.api_log,
-            transport=self.transport,
+            transport=self.http_transport(),
             retry=self.klaviyo_retry,
             limiter=self.klaviyo_limiter,
             timeout=self.klaviyo_timeout,
@@ -147,7 +161,7 @@ class Runtime:
             password,
             base_url=self.zap_url,
             api_log=self.api_log,
-            transport=self.transport,
+            transport=self.http_transport(),
             retry=self.zap_retry,
             timeout=self.zap_timeout,
             sleep=self.sleep,
