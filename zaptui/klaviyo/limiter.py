@@ -28,6 +28,9 @@ from dataclasses import dataclass
 # While every slot of a window is taken by calls still in flight, there is no
 # known time to wait for; poll at this interval until one completes.
 _IN_FLIGHT_POLL = 0.005
+# The shortest wait asked for: sleeping exactly "expiry - now" can land a
+# rounding error short of the expiry, and a wait of 1e-16 s moves no clock.
+_MIN_WAIT = 0.0001
 
 
 @dataclass(frozen=True)
@@ -82,14 +85,13 @@ class _Window:
 
     def wait_needed(self, now: float) -> float | None:
         """0 when a slot is free, seconds until one frees, None if unknown."""
-        cutoff = now - self.seconds
         finished = self.finished
-        while finished and finished[0] <= cutoff:
+        while finished and finished[0] + self.seconds <= now:
             finished.popleft()
         if self.in_flight + len(finished) < self.limit:
             return 0.0
         if finished:
-            return finished[0] - cutoff
+            return max(finished[0] + self.seconds - now, _MIN_WAIT)
         return None
 
 
