@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from zaptui.clock import utcnow
 from zaptui.domain.mapping import campaign_fields, suggest_mapping
@@ -26,7 +27,14 @@ from zaptui.services import Services
 from zaptui.sim.klaviyo import SimAccount, Source
 from zaptui.sim.serve import ServerHandle, serve_in_thread
 from zaptui.sim.server import SimWorld
-from zaptui.store.models import Account, DataConnection, FieldMapping, SyncRun
+from zaptui.store.db import connect
+from zaptui.store.models import (
+    ALL_MODELS,
+    Account,
+    DataConnection,
+    FieldMapping,
+    SyncRun,
+)
 
 CAMPAIGN = "Welcome Letter"
 REPO = Path(__file__).resolve().parent.parent
@@ -219,3 +227,38 @@ def account_of(run: SyncRun) -> int:
 def process_of(owner: str) -> str:
     """host:pid of a lease owner, without its random tail."""
     return ":".join(owner.split(":")[:2])
+
+
+def private_pg_url(shared_url: str, name: str) -> str:
+    """A PostgreSQL database of our own beside the shared test one, created if
+    missing and emptied of zaptui's tables, so others' table drops in the
+    shared database cannot disturb a long multi-process test."""
+    import psycopg2
+    from psycopg2 import errors
+
+    parsed = urlparse(shared_url)
+    admin = psycopg2.connect(
+        dbname=(parsed.path or "/").lstrip("/") or "postgres",
+        user=parsed.username,
+        password=parsed.password,
+        host=parsed.hostname,
+        port=parsed.port,
+    )
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if cursor.fetchone() is None:
+                try:
+                    cursor.execute(f'CREATE DATABASE "{name}"')
+                except (errors.DuplicateDatabase, errors.UniqueViolation):
+                    pass  # created meanwhile by another run
+    finally:
+        admin.close()
+    url = parsed._replace(path=f"/{name}").geturl()
+    database = connect(url)
+    database.connect()
+    with database.bind_ctx(ALL_MODELS):
+        database.drop_tables(ALL_MODELS, safe=True, cascade=True)
+    database.close()
+    return url
