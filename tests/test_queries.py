@@ -48,6 +48,8 @@ def test_run_pages_are_newest_first_with_ties_broken_by_id(db):
         "Campaign 5",
         "Campaign 4",
     ]
+    assert first.rows[0].started_at == BASE + timedelta(minutes=3)
+    assert first.rows[0].fetched == 6
     assert first.next == queries.Cursor(first.rows[-1].started_at, first.rows[-1].id)
 
 
@@ -211,6 +213,9 @@ def test_log_pages_can_show_one_service(db):
 
     rows = [ApiLogEntry.get_by_id(i) for page in pages for i in page]
     assert len(rows) == 10
+    newest = queries.log_page(service="zappost").rows[0]
+    assert (newest.service, newest.method, newest.status) == ("zappost", "GET", 200)
+    assert newest.at == BASE + timedelta(seconds=15)
     assert {row.service for row in rows} == {"zappost"}
 
 

@@ -136,6 +136,7 @@ def _page(rows: list[T], limit: int, cursor_of: Any) -> Page[T]:
 
 def run_page(after: Cursor | None = None, limit: int = PAGE_SIZE) -> Page[RunRow]:
     """One page of sync runs, newest first, after a cursor."""
+    # Columns in RunRow's field order: rows are read as tuples, not models.
     query = (
         SyncRun.select(
             SyncRun.id,
@@ -153,19 +154,7 @@ def run_page(after: Cursor | None = None, limit: int = PAGE_SIZE) -> Page[RunRow
     conditions = _after(SyncRun.started_at, SyncRun.id, after)
     if conditions:
         query = query.where(*conditions)
-    rows = [
-        RunRow(
-            id=run.id,
-            campaign_name=run.campaign_name,
-            source_name=run.source_name,
-            source_type=run.source_type,
-            started_at=run.started_at,
-            fetched=run.fetched,
-            submission_url=run.submission_url,
-            status=run.status,
-        )
-        for run in query
-    ]
+    rows = [RunRow(*values) for values in query.tuples()]
     return _page(rows, limit, lambda row: Cursor(row.started_at, row.id))
 
 
@@ -232,6 +221,7 @@ def log_page(
     service: str | None = None,
 ) -> Page[LogRow]:
     """One page of the API log, newest first, optionally of one service."""
+    # Columns in LogRow's field order: rows are read as tuples, not models.
     conditions = _after(ApiLogEntry.at, ApiLogEntry.id, after)
     if service:
         conditions.append(ApiLogEntry.service == service)
@@ -251,19 +241,7 @@ def log_page(
     )
     if conditions:
         query = query.where(*conditions)
-    rows = [
-        LogRow(
-            id=entry.id,
-            at=entry.at,
-            service=entry.service,
-            method=entry.method,
-            url=entry.url,
-            status=entry.status,
-            duration_ms=entry.duration_ms,
-            error=entry.error,
-        )
-        for entry in query
-    ]
+    rows = [LogRow(*values) for values in query.tuples()]
     return _page(rows, limit, lambda row: Cursor(row.at, row.id))
 
 
