@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import peewee as pw
 import pytest
+from pytest_textual_snapshot import SVGImageExtension
+from syrupy.assertion import SnapshotAssertion
+from syrupy.location import PyTestLocation
 
 from zaptui.store.db import open_database
 from zaptui.store.models import ALL_MODELS, database_proxy
@@ -66,3 +70,36 @@ def pg_db(pg_url) -> Iterator[pw.Database]:
     yield database
     database.close()
     database_proxy.initialize(None)
+
+
+# -- console snapshots: kept in the top-level snapshots/ folder ------------------
+
+SNAPSHOT_DIR = Path(__file__).resolve().parent.parent / "snapshots"
+
+
+class TopLevelSVGExtension(SVGImageExtension):
+    """Console snapshots as SVG files under snapshots/<test module>/."""
+
+    @classmethod
+    def dirname(cls, *, test_location: PyTestLocation) -> str:
+        return str(SNAPSHOT_DIR / Path(test_location.filepath).stem)
+
+
+class TopLevelSnapshotAssertion(SnapshotAssertion):
+    """Hands snap_compare the top-level folder's extension instead of its own."""
+
+    def use_extension(self, extension_class=None):  # type: ignore[no-untyped-def]
+        if extension_class is SVGImageExtension:
+            extension_class = TopLevelSVGExtension
+        return super().use_extension(extension_class)
+
+
+@pytest.fixture
+def snapshot(snapshot: SnapshotAssertion) -> SnapshotAssertion:
+    """syrupy's snapshot fixture, storing console snapshots under snapshots/."""
+    return TopLevelSnapshotAssertion(
+        session=snapshot.session,
+        extension_class=snapshot.extension_class,
+        test_location=snapshot.test_location,
+        update_snapshots=snapshot.update_snapshots,
+    )
