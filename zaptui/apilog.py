@@ -242,6 +242,44 @@ class DatabaseApiLog:
         database.execute_sql(sql, params)
 
 
+# httpx logs every request line at INFO and httpcore traces answers at DEBUG;
+# a URL or an echoed header there could carry a private key.
+HTTP_LIBRARY_LOGGERS = (
+    "httpx",
+    "httpcore.connection",
+    "httpcore.http11",
+    "httpcore.http2",
+    "httpcore.proxy",
+    "httpcore.socks",
+)
+
+
+class RedactingFilter(logging.Filter):
+    """Scrubs private-key-shaped text from the records of loggers we do not own."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the record's message when it holds a private key; keep it."""
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record is the logging module's to report
+            return True
+        cleaned = redact_text(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+_REDACTING_FILTER = RedactingFilter()
+
+
+def scrub_http_library_logs() -> None:
+    """Put the redacting filter on httpx's and httpcore's loggers (idempotent)."""
+    for name in HTTP_LIBRARY_LOGGERS:
+        logger = logging.getLogger(name)
+        if _REDACTING_FILTER not in logger.filters:
+            logger.addFilter(_REDACTING_FILTER)
+
+
 class NullApiLog:
     """Records nothing (for benchmarks that measure the bare client)."""
 

@@ -34,7 +34,13 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from zaptui.apilog import ApiCall, ApiLog, NullApiLog, redact_text
+from zaptui.apilog import (
+    ApiCall,
+    ApiLog,
+    NullApiLog,
+    redact_text,
+    scrub_http_library_logs,
+)
 from zaptui.clock import iso_z
 from zaptui.klaviyo.errors import (
     InvalidRequest,
@@ -48,6 +54,7 @@ from zaptui.klaviyo.errors import (
 from zaptui.klaviyo.limiter import LIMITERS, RateLimiter
 
 log = logging.getLogger(__name__)
+scrub_http_library_logs()
 
 DEFAULT_BASE_URL = "https://a.klaviyo.com"
 REVISION = "2026-07-15"

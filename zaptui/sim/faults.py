@@ -12,7 +12,8 @@ Kinds and their options:
 
 - "429": `retry_after` seconds in the Retry-After header (default 1; None
   sends no header, like some real 429s) and `wait` seconds named in the body
-  detail "Expected available in N seconds" (default: retry_after, else 1).
+  detail "Expected available in N seconds" (default: retry_after, else 1;
+  None names no wait at all).
 - "5xx": `status` 500, 502, 503 or 504 (default 503).
 - "slow": `delay` seconds (default 1.0) before the normal response.
 - "drop": the response starts and the connection dies mid-body.
@@ -71,14 +72,12 @@ class Fault:
         """The response that replaces the real one (None for "slow" and "drop")."""
         if self.kind == "429":
             retry_after = self.options.get("retry_after", 1)
-            wait = self.options.get("wait") or retry_after or 1
-            unit = "second" if wait == 1 else "seconds"
-            response = error(
-                429,
-                "throttled",
-                "Request was throttled.",
-                f"Request was throttled. Expected available in {wait} {unit}.",
-            )
+            wait = self.options.get("wait", retry_after or 1)
+            detail = "Request was throttled."
+            if wait is not None:
+                unit = "second" if wait == 1 else "seconds"
+                detail += f" Expected available in {wait} {unit}."
+            response = error(429, "throttled", "Request was throttled.", detail)
             if retry_after is not None:
                 response.headers["Retry-After"] = str(retry_after)
             return response

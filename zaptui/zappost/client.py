@@ -29,7 +29,13 @@ from urllib.parse import urlparse
 
 import httpx
 
-from zaptui.apilog import ApiCall, ApiLog, NullApiLog, redact_text
+from zaptui.apilog import (
+    ApiCall,
+    ApiLog,
+    NullApiLog,
+    redact_text,
+    scrub_http_library_logs,
+)
 from zaptui.zappost.errors import (
     InvalidRequest,
     NotFound,
@@ -39,6 +45,7 @@ from zaptui.zappost.errors import (
 )
 
 log = logging.getLogger(__name__)
+scrub_http_library_logs()
 
 DEFAULT_BASE_URL = "https://api.zappost.com"
 REFERENCE_FIELD = "zaptui_reference"
