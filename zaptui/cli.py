@@ -10,7 +10,9 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -29,9 +31,69 @@ class WorkFailed(Exception):
     """The work was attempted and failed: exit status 1."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose complaints are one line (exit status 2).
+
+    Options must be spelled out: `--password` is not taken for
+    `--password-env`, so a secret typed after it is never read as a name.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        """Raise UsageError instead of printing the usage and exiting."""
+        prefix = "unrecognized arguments: "
+        if message.startswith(prefix):
+            # A stray value may be a password typed inline: name options only.
+            options = [
+                word.partition("=")[0]
+                for word in message[len(prefix) :].split()
+                if word.startswith("-")
+            ]
+            message = "unrecognised arguments" + (
+                f" {' '.join(options)}" if options else ""
+            )
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+class _OneLine(logging.Formatter):
+    """Log records as one line each, without tracebacks."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record's message on one line."""
+        return _one_line(f"{record.levelname.lower()}: {record.getMessage()}")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _debug() -> bool:
+    return bool(os.environ.get("ZAPTUI_DEBUG"))
+
+
+def _configure_logging(command: str) -> None:
+    """Errors nothing else reports to stderr, one line each.
+
+    A command prints its own outcome, so retries and the sync's own summary
+    stay out of the way; ZAPTUI_DEBUG=1 shows everything, tracebacks too.
+    """
+    handler = logging.StreamHandler(sys.stderr)
+    if _debug():
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        logging.basicConfig(level=logging.DEBUG, handlers=[handler])
+        return
+    handler.setFormatter(_OneLine())
+    logging.basicConfig(level=logging.ERROR, handlers=[handler])
+    if command == "sync":
+        logging.getLogger("zaptui.sync.engine").setLevel(logging.CRITICAL)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every mode and command."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="zaptui",
         description="Operator console and sync service for ZAP~POST's Klaviyo "
         "integration. With no command, opens the console.",
@@ -165,7 +227,17 @@ def _refuse_inline_secrets(argv: Sequence[str]) -> None:
             )
 
 
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
 def _env_secret(var: str, what: str) -> str:
+    if not _ENV_NAME.fullmatch(var):
+        # Likely the secret itself typed where its variable's name belongs:
+        # never repeat it back.
+        raise UsageError(
+            f"give the NAME of an environment variable holding the {what} "
+            "(e.g. KLAVIYO_KEY), not the value itself"
+        )
     value = os.environ.get(var, "").strip()
     if not value:
         raise UsageError(
@@ -180,11 +252,21 @@ def _print_json(value: Any) -> None:
 
 def _open(args: argparse.Namespace) -> tuple[Any, Any]:
     """Open the database and build the services for a command."""
+    import peewee
+
     from zaptui.runtime import Runtime
     from zaptui.services import Services
-    from zaptui.store.db import database_url_from_env, open_database
+    from zaptui.store.db import database_url_from_env, describe_url, open_database
 
-    open_database(database_url_from_env(args.db))
+    url = database_url_from_env(args.db)
+    try:
+        open_database(url)
+    except (peewee.PeeweeException, OSError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise WorkFailed(
+            f"cannot open the database {describe_url(url)}: "
+            f"{first or type(error).__name__}; check --db or ZAPTUI_DB"
+        ) from None
     runtime = Runtime.from_env(args.klaviyo_url, args.zap_url)
     return runtime, Services(runtime)
 
@@ -239,7 +321,10 @@ def cmd_account(args: argparse.Namespace) -> int:
     if args.action == "add":
         key = _env_secret(args.api_key_env, "Klaviyo private key")
         account = services.connect_account(key)
-        print(f"paired Klaviyo account {account.id}: {account.name} ({account.status})")
+        state = account.status
+        if account.status_reason:
+            state += f": {account.status_reason}"
+        print(f"paired Klaviyo account {account.id}: {account.name} ({state})")
         return EXIT_OK if account.status == "connected" else EXIT_FAILED
     if args.action == "list":
         rows = [_account_row(a) for a in services.accounts()]
@@ -312,11 +397,18 @@ def cmd_sync(args: argparse.Namespace) -> int:
         raise WorkFailed(str(error)) from None
     summary = {
         "sync_id": run.id,
+        "connection_id": args.connection_id,
         "status": run.status,
+        "trigger": run.trigger,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "pages": run.pages,
         "fetched": run.fetched,
         "imported": run.imported,
         "failed": run.failed,
         "skipped_duplicate": run.skipped_duplicate,
+        "rejected_by_zappost": len(run.rejected_records or []),
+        "address_updates_failed": run.address_updates_failed,
         "submission_id": run.submission_id,
         "submission_url": run.submission_url,
         "error": run.error,
@@ -330,8 +422,10 @@ def cmd_sync(args: argparse.Namespace) -> int:
             f"{run.skipped_duplicate}"
             + (f", submission {run.submission_id}" if run.submission_id else "")
         )
+        if run.submission_url:
+            print(f"  {run.submission_url}")
         if run.error:
-            print(f"  {run.error}")
+            print(f"  {_one_line(run.error)}")
     return EXIT_FAILED if run.status in ("failed", "interrupted") else EXIT_OK
 
 
@@ -461,13 +555,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UsageError("--once only goes with --run-scheduler")
         if args.command:
             if args.command != "simulate":
-                logging.basicConfig(level=logging.WARNING, format="%(message)s")
+                _configure_logging(args.command)
             return COMMANDS[args.command](args)
         if args.run_scheduler:
             return run_headless(args)
         return run_console(args)
     except UsageError as error:
-        print(f"zaptui: {error}", file=sys.stderr)
+        print(f"zaptui: {_one_line(str(error))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_FAILED
@@ -483,17 +577,17 @@ def _report_failure(error: Exception) -> int:
     from zaptui.store.secrets import SecretKeyError
 
     if isinstance(error, SettingError | DatabaseUrlError):
-        print(f"zaptui: {error}", file=sys.stderr)
+        print(f"zaptui: {_one_line(str(error))}", file=sys.stderr)
         return EXIT_USAGE
     known = (WorkFailed, ServiceError, ConfigurationError, SecretKeyError)
     if isinstance(error, known):
-        print(f"zaptui: {error}", file=sys.stderr)
+        print(f"zaptui: {_one_line(str(error))}", file=sys.stderr)
     else:
-        log.debug("unexpected failure", exc_info=True)
+        if _debug():
+            traceback.print_exception(error, file=sys.stderr)
         print(
-            f"zaptui: {type(error).__name__}: {error} (set ZAPTUI_DEBUG=1 for details)",
+            f"zaptui: {type(error).__name__}: {_one_line(str(error))} "
+            "(set ZAPTUI_DEBUG=1 for details)",
             file=sys.stderr,
         )
-        if os.environ.get("ZAPTUI_DEBUG"):
-            raise error
     return EXIT_FAILED
