@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from rich.console import Console
+from textual import events
 from textual.app import App, ComposeResult
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Footer, Static
@@ -318,6 +319,22 @@ async def test_enter_opens_run_panel_and_escape_closes_it(services):
 
         assert not panel.open
         assert table.has_focus
+
+
+async def test_enter_typed_right_after_arrows_opens_the_run_they_reached(services):
+    runs = make_runs()
+    app = HistoryHost(services)
+
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        table_of(app).focus()
+        await pilot.pause()
+        # A burst, as a fast typist or a terminal delivers it: no pause between.
+        for key, character in [("down", None)] * 3 + [("enter", "\r")]:
+            app.post_message(events.Key(key, character))
+        await settle(pilot)
+
+        assert app.query_one(RunPanel).run_id == runs[1].id
 
 
 async def test_run_panel_lists_failed_profiles_literally(services):

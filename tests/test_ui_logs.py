@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from rich.console import Console
+from textual import events
 from textual.app import App, ComposeResult
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Footer, Select, Static
@@ -240,6 +241,22 @@ async def test_enter_opens_a_log_entry_with_pretty_json_and_redacted_key(service
         await pilot.press("escape")
         assert isinstance(app.screen, app.get_default_screen().__class__)
         assert table_of(app).has_focus
+
+
+async def test_enter_typed_right_after_arrows_opens_the_call_they_reached(services):
+    make_log()
+    app = LogsHost(services)
+
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        table_of(app).focus()
+        await pilot.pause()
+        for key, character in [("down", None)] * 2 + [("enter", "\r")]:
+            app.post_message(events.Key(key, character))
+        await settle(pilot)
+
+        assert isinstance(app.screen, LogDetailScreen)
+        assert "POST https://api.zappost.com/api/v1/submissions" in screen_text(app)
 
 
 async def test_a_body_with_markup_and_escape_sequences_is_shown_literally(services):

@@ -162,6 +162,23 @@ async def test_f_steps_through_the_frequencies(services):
         assert ("Sync frequency set to 1 hour", "information") in app.toasts
 
 
+async def test_quick_changes_end_with_the_last_choice_stored(services):
+    scheduler = Scheduler()
+    app = SettingsHost(services, scheduler)
+
+    async with app.run_test(size=(100, 40)) as pilot:
+        await settle(pilot)
+        app.query_one(Switch).focus()
+        await pilot.press("f", "f", "a", "a", "a")  # 24 -> 1 -> 6 hours; on
+        await settle(pilot)
+
+        assert stored("sync_frequency_hours") == 6
+        assert stored("fix_address_data") is True
+        assert app.query_one("#frequency-6", RadioButton).value
+        assert app.query_one(Switch).value is True
+        assert audit("settings.sync_frequency_hours")[-1][1] == {"value": 6}
+
+
 async def test_toggling_address_correction_saves_and_audits(services):
     app = SettingsHost(services)
 
@@ -371,14 +388,21 @@ def test_confirmations_read_as_sentences():
 # -- snapshots ------------------------------------------------------------------
 
 
+def stop_blinking(pilot: Pilot) -> None:
+    for field in pilot.app.query(Input):
+        field.cursor_blink = False
+
+
 async def _loaded(pilot: Pilot) -> None:
     await settle(pilot)
+    stop_blinking(pilot)
     pilot.app.query_one(RadioSet).focus()
     await pilot.pause()
 
 
 async def _bad_value(pilot: Pilot) -> None:
     await settle(pilot)
+    stop_blinking(pilot)
     field = pilot.app.query_one("#input-hold_back_days", Input)
     field.focus()
     field.value = "-3"

@@ -64,13 +64,20 @@ def is_web_link(url: str | None) -> bool:
     return bool(url) and str(url).lower().startswith(("https://", "http://"))
 
 
+class RunTable(DataTable):
+    """The table of sync runs; Enter (shown in the Footer) opens the run panel.
+
+    Enter stays the table's own binding, handled in the table's turn after any
+    arrow keys typed before it; only its Footer label is added here.
+    """
+
+    BINDINGS = [Binding("enter", "select_cursor", "Details")]
+
+
 class SyncHistoryTab(Widget):
     """The sync history: a table of runs and a panel with one run's details."""
 
     BINDINGS = [
-        # Priority so that Enter opens the panel (and the Footer says so) even
-        # though the table has its own, hidden, Enter binding.
-        Binding("enter", "open_run", "Details", priority=True),
         Binding("escape", "close_run", "Close"),
         Binding("o", "open_link", "Open link"),
         Binding("c", "copy_link", "Copy link"),
@@ -109,7 +116,7 @@ class SyncHistoryTab(Widget):
 
     def compose(self) -> ComposeResult:
         yield Static("Loading sync history…", id="history-summary")
-        yield DataTable(id="history-table", cursor_type="row", zebra_stripes=True)
+        yield RunTable(id="history-table", cursor_type="row", zebra_stripes=True)
         yield RunPanel(id="run-panel")
 
     @property
@@ -285,11 +292,7 @@ class SyncHistoryTab(Widget):
     # -- actions -------------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Offer Enter on the table only, Escape only while the panel is open."""
-        if action == "open_run":
-            if not self.table.has_focus:
-                return False
-            return True if self.table.row_count else None
+        """Offer Escape only while the panel is open, links only when there is one."""
         if action == "close_run":
             return self.panel.open
         if action in ("open_link", "copy_link"):

@@ -62,13 +62,20 @@ def _cell(value: object, style: str = "") -> Text:
     return text
 
 
+class LogTable(DataTable):
+    """The table of API calls; Enter (shown in the Footer) opens the call.
+
+    Enter stays the table's own binding, handled in the table's turn after any
+    arrow keys typed before it; only its Footer label is added here.
+    """
+
+    BINDINGS = [Binding("enter", "select_cursor", "Details")]
+
+
 class LogsTab(Widget):
     """The API log: a table of calls and a screen with one call in full."""
 
     BINDINGS = [
-        # Priority so that Enter opens the entry (and the Footer says so) even
-        # though the table has its own, hidden, Enter binding.
-        Binding("enter", "open_entry", "Details", priority=True),
         Binding("f", "next_filter", "Service"),
         Binding("r", "reload", "Refresh"),
     ]
@@ -105,7 +112,7 @@ class LogsTab(Widget):
 
     def compose(self) -> ComposeResult:
         # The table comes first so that it is the first thing focused.
-        yield DataTable(id="logs-table", cursor_type="row", zebra_stripes=True)
+        yield LogTable(id="logs-table", cursor_type="row", zebra_stripes=True)
         with Horizontal(id="logs-bar"):
             yield Label("Service", id="logs-filter-label")
             yield Select(
@@ -286,14 +293,6 @@ class LogsTab(Widget):
         self.query_one("#logs-filter", Select).value = value
 
     # -- actions -------------------------------------------------------------
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Offer Enter on the table only."""
-        if action == "open_entry":
-            if not self.table.has_focus:
-                return False
-            return True if self.table.row_count else None
-        return True
 
     def action_open_entry(self) -> None:
         """Show the highlighted call in full."""

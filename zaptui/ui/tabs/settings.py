@@ -117,7 +117,8 @@ class SettingsTab(Widget):
         self._saving: set[str] = set()
 
     def compose(self) -> ComposeResult:
-        with VerticalScroll(id="settings-form"):
+        # The form scrolls but is not a stop of its own: focus goes to the fields.
+        with VerticalScroll(id="settings-form", can_focus=False):
             yield Static(
                 "Changes are saved at once and recorded in the audit trail.",
                 id="settings-intro",
