@@ -264,7 +264,10 @@ class KlaviyoClient:
                     "metric": {
                         "data": {"type": "metric", "attributes": {"name": metric}}
                     },
-                    "profile": {"data": {"type": "profile", "id": profile_id}},
+                    # The spec requires attributes even when the id says who.
+                    "profile": {
+                        "data": {"type": "profile", "id": profile_id, "attributes": {}}
+                    },
                 },
             }
         }

@@ -794,12 +794,12 @@ class KlaviyoSim:
                 revision = request.headers.get("revision")
                 if not revision:
                     raise _invalid(
-                        "Missing required header: revision.", header="revision"
+                        "Missing required header: revision.", parameter="revision"
                     )
                 if not _REVISION.match(revision):
                     raise _invalid(
                         f"Invalid revision {revision!r}; use YYYY-MM-DD.",
-                        header="revision",
+                        parameter="revision",
                     )
                 missing = [scope for scope in scopes if scope not in account.scopes]
                 if missing:
@@ -1123,6 +1123,11 @@ class KlaviyoSim:
                 pointer="/data/attributes/metric/data/attributes/name",
             )
         profile_data = _resource_data(attributes.get("profile"), "profile")
+        if not isinstance(profile_data.get("attributes"), dict):
+            raise _invalid(
+                "'attributes' is required.",
+                pointer="/data/attributes/profile/data/attributes",
+            )
         profile_id = profile_data.get("id")
         unique_id = attributes.get("unique_id")
         if unique_id is not None and not isinstance(unique_id, str):
