@@ -146,7 +146,15 @@ class NotText(TypeError):
 
 
 def quoted(text: str, limit: int = 40) -> str:
-    """Text in single quotes for an operator message, shortened when long."""
+    """Text in single quotes for an operator message, shortened when long.
+
+    The text is made safe to show first: whatever it held, the message is
+    one line with no control characters.
+    """
+    try:
+        text = clean_text(text)[0]
+    except NotText:
+        text = type(text).__name__
     if len(text) > limit:
         text = text[: limit - 1] + "…"
     return f"'{text}'"

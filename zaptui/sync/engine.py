@@ -494,6 +494,15 @@ def mapping_for(connection_id: int) -> dict[str, str]:
     }
 
 
+def _usable_id(profile_id: str) -> bool:
+    """Whether a profile id can be stored and sent as it is (no controls)."""
+    return (
+        0 < len(profile_id) <= MAX_PROFILE_ID
+        and profile_id.isprintable()
+        and not any(char.isspace() for char in profile_id)
+    )
+
+
 def _plain_text(value: str, limit: int = 255) -> str:
     """Outside text for a stored display column: one line, no controls."""
     try:
@@ -613,7 +622,7 @@ class _Stager:
         profiles = []
         for resource in resources:
             profile = Profile.from_resource(resource)
-            if not profile.id or len(profile.id) > MAX_PROFILE_ID:
+            if not _usable_id(profile.id):
                 log.warning(
                     "run %s: Klaviyo sent a member without a usable profile id",
                     self.run.id,
