@@ -169,11 +169,11 @@ def _endpoint_regex(endpoint: str) -> tuple[str | None, re.Pattern[str] | None]:
         method, pattern = head.upper(), tail.strip()
     if not pattern.startswith("/"):
         return method, None
-    glob = pattern.endswith("*")
-    regex = compile_pattern(pattern.rstrip("*"))
-    if glob:
-        regex = re.compile(regex.pattern.rstrip("$"))
-    return method, regex
+    if pattern.endswith("*"):
+        return method, re.compile(compile_pattern(pattern.rstrip("*")).pattern[:-1])
+    # Klaviyo serves /api/lists and /api/lists/ alike; so do fault patterns.
+    regex = compile_pattern(pattern.rstrip("/") or "/").pattern[:-1] + "/?$"
+    return method, re.compile(regex)
 
 
 class FaultInjector:

@@ -1312,11 +1312,27 @@ def request_items(request: Request) -> list[tuple[str, str]]:
 
 
 def _split_filter(text: str) -> list[str]:
+    """The conditions of a filter: one, or the arguments of a top-level and()."""
     text = text.strip()
-    if text.startswith("and(") and text.endswith(")"):
-        inner = text[4:-1]
-        return [part + ")" for part in inner.split("),") if part]
-    return [text]
+    if not (text.startswith("and(") and text.endswith(")")):
+        return [text]
+    parts: list[str] = []
+    depth, start, quoted = 0, 0, False
+    inner = text[4:-1]
+    for index, char in enumerate(inner):
+        if char == '"':
+            quoted = not quoted
+        elif quoted:
+            continue
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "," and depth == 0:
+            parts.append(inner[start:index].strip())
+            start = index + 1
+    parts.append(inner[start:].strip())
+    return [part for part in parts if part]
 
 
 def _window(
