@@ -433,3 +433,26 @@ async def test_body_is_produced_lazily_in_bounded_chunks(
         "onlyValidRecords",
         "submissions",
     }
+
+
+async def test_a_failing_api_log_never_fails_a_call(
+    server: tuple[ZapPostSim, ServerHandle],
+    sim: ZapPostSim,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class BrokenLog:
+        def record(self, call: Any, secrets: Any = ()) -> None:
+            raise RuntimeError("disk full")
+
+    async with ZapPostClient(
+        sim.api_key,
+        sim.api_password,
+        base_url=server[1].url,
+        api_log=BrokenLog(),
+        timeout=5.0,
+    ) as zap:
+        campaigns = await zap.get_campaigns()
+
+    assert len(campaigns) == 3
+    assert "the API log refused a ZAP~POST call" in caplog.text
+    assert sim.api_password not in caplog.text

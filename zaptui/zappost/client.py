@@ -579,7 +579,7 @@ class ZapPostClient:
         except httpx.TransportError as exc:
             error = exc
         duration_ms = (time.perf_counter() - started) * 1000
-        self._api_log.record(
+        self._log_call(
             ApiCall(
                 service="zappost",
                 method=method,
@@ -591,10 +591,16 @@ class ZapPostClient:
                 response_headers=dict(response.headers) if response else {},
                 response_body=response.text if response is not None else None,
                 error=self._clean(f"{type(error).__name__}: {error}") if error else "",
-            ),
-            secrets=self._secrets,
+            )
         )
         return response, error
+
+    def _log_call(self, call: ApiCall) -> None:
+        """Hand a call to the API log; a failing log never fails the call."""
+        try:
+            self._api_log.record(call, secrets=self._secrets)
+        except Exception:
+            log.exception("the API log refused a ZAP~POST call; carrying on")
 
     def _body(self, response: httpx.Response) -> Any:
         """The JSON body of a successful response."""
