@@ -9,6 +9,7 @@ Headless schedulers are started as real processes against it.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -262,3 +263,112 @@ def private_pg_url(shared_url: str, name: str) -> str:
         database.drop_tables(ALL_MODELS, safe=True, cascade=True)
     database.close()
     return url
+
+
+class Workers:
+    """Headless schedulers running as processes, stopped with SIGTERM."""
+
+    def __init__(self, db_url: str, env: dict[str, str], count: int) -> None:
+        self.processes = [start_headless(db_url, env) for _ in range(count)]
+        self.outputs: dict[int, str] = {}
+
+    @property
+    def pids(self) -> list[int]:
+        """The workers' process ids."""
+        return [process.pid for process in self.processes]
+
+    def kill(self, pid: int) -> None:
+        """SIGKILL one worker, as a crash would end it."""
+        process = next(p for p in self.processes if p.pid == pid)
+        process.kill()
+        _, self.outputs[pid] = process.communicate(timeout=30)
+
+    def stop(self) -> dict[int, int]:
+        """SIGTERM every live worker and wait; exit status by pid."""
+        statuses = {}
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes:
+            try:
+                _, stderr = process.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                _, stderr = process.communicate(timeout=30)
+            self.outputs.setdefault(process.pid, stderr)
+            statuses[process.pid] = process.returncode
+        return statuses
+
+    def output(self) -> str:
+        """Everything the workers logged."""
+        return "\n".join(self.outputs.values())
+
+
+def live_headless_schedulers() -> int:
+    """How many headless schedulers have a live heartbeat."""
+    from zaptui.scheduler.heartbeat import live_schedulers
+
+    return sum(1 for row in live_schedulers() if row.mode == "headless")
+
+
+def activate(connection_ids: Iterable[int]) -> None:
+    """Make paused connections active and due at once, all at the same moment."""
+    now = utcnow()
+    DataConnection.update(status="active", resumed_at=now).where(
+        DataConnection.id << list(connection_ids)
+    ).execute()
+
+
+# Workers in tests poll often and hold briefly, so a takeover is quick.
+WORKER_ENV = {"ZAPTUI_SCHEDULER_POLL_SECONDS": "0.3", "ZAPTUI_LEASE_SECONDS": "5"}
+
+
+def all_runs_over() -> bool:
+    runs = list(SyncRun.select())
+    return bool(runs) and all(run.finished_at is not None for run in runs)
+
+
+def assert_killed_work_is_taken_over(fleet: Fleet, db_url: str, phase: str) -> None:
+    """SIGKILL the worker syncing a connection in `phase`; the other finishes."""
+    (connection_id,) = fleet.pair(1, 1, members=250)
+    DataConnection.update(status="paused").execute()
+    if phase == "fetching":
+        fleet.sim.faults.add("klaviyo", "list_profiles", "slow", 2, delay=1.0)
+    else:
+        fleet.sim.faults.add("zappost", "submit", "slow", 1, delay=2.0)
+    workers = Workers(db_url, fleet.env(**WORKER_ENV), 2)
+    try:
+        wait_for(lambda: live_headless_schedulers() == 2, 30, "both workers")
+        activate([connection_id])
+        if phase == "fetching":
+            running = wait_for(
+                lambda: SyncRun.get_or_none(SyncRun.fetched > 0), 30, "a page"
+            )
+        else:
+            running = wait_for(
+                lambda: SyncRun.get_or_none(SyncRun.phase == "submitting"),
+                30,
+                "the submission",
+            )
+        victim = int(running.owner.split(":")[1])
+        workers.kill(victim)
+        wait_for(
+            lambda: len(fleet.mailed()) >= 250 and all_runs_over(),
+            45,
+            "the other worker to finish the work",
+        )
+        wait_for(all_runs_over, 10, "the last run to end")
+        # The killed worker's request may still reach ZAP~POST after its delay:
+        # wait it out, so a second mailing would be seen.
+        time.sleep(2.5 if phase == "submitting" else 0.5)
+    finally:
+        statuses = workers.stop()
+
+    survivor = next(pid for pid in workers.pids if pid != victim)
+    assert statuses[victim] == -signal.SIGKILL
+    assert statuses[survivor] == 0
+    runs = list(SyncRun.select().order_by(SyncRun.id))
+    assert all(run.finished_at is not None for run in runs)
+    assert any(process_of(run.owner).endswith(f":{survivor}") for run in runs)
+    assert sorted(fleet.mailed()) == sorted(fleet.members([connection_id]))
+    assert fleet.sim.zappost.duplicates() == []

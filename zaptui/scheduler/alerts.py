@@ -95,7 +95,9 @@ def observe(connection_ids: Iterable[int] | None = None) -> list[Alert]:
             return []
         query = query.where(DataConnection.id << ids)
     alerts = []
-    for connection in query:
+    # Read every row before writing: a write while a SQLite read is still open
+    # on this connection fails at once if another process wrote meanwhile.
+    for connection in list(query):
         state = getattr(connection, "alert_state", None)
         alerted = bool(state.failing) if state is not None and state.id else False
         if bool(connection.failing) == alerted:

@@ -558,7 +558,7 @@ def _write_plans(frequency: int, connection_ids: list[int] | None = None) -> Non
     )
     if connection_ids is not None:
         query = query.where(DataConnection.id << connection_ids)
-    for row in query:
+    for row in list(query):  # read it all before writing (see alerts.observe)
         planned = due_at(row, frequency)
         if planned == EARLIEST or planned == row.next_sync_at:
             continue
