@@ -227,3 +227,44 @@ def test_log_entry_reads_one_entry_with_its_bodies(db):
 
     assert entry is not None and entry.request_body == "x" * 1000
     assert queries.log_entry(newest.id + 100) is None
+
+
+def test_reading_the_first_page_again_keeps_what_was_loaded_below_it(db):
+    _runs(250, same_minute_pairs=False)
+    first = queries.run_page(limit=100)
+    second = queries.run_page(first.next, limit=100)
+    shown = first.rows + second.rows
+    newest = SyncRun.create(
+        reference="newest", trigger="manual", started_at=BASE + timedelta(days=1)
+    )
+    SyncRun.delete().where(SyncRun.reference == "run-240").execute()
+
+    again = queries.after_first_page(
+        queries.run_page(limit=100), shown, second.next, queries.run_cursor
+    )
+
+    ids = [row.id for row in again.rows]
+    assert ids[0] == newest.id
+    assert len(ids) == 200  # one new, one pruned
+    assert ids[1:] == [row.id for row in shown if row.campaign_name != "Campaign 240"]
+    assert again.next == second.next
+    after = queries.run_page(again.next, limit=100)
+    assert after.rows[0].campaign_name == "Campaign 49"
+
+
+def test_reading_a_short_history_again_shows_it_all(db):
+    _runs(5)
+    shown = queries.run_page().rows
+    SyncRun.delete().where(SyncRun.reference == "run-2").execute()
+
+    again = queries.after_first_page(
+        queries.run_page(), shown, None, queries.run_cursor
+    )
+
+    assert [row.campaign_name for row in again.rows] == [
+        "Campaign 4",
+        "Campaign 3",
+        "Campaign 1",
+        "Campaign 0",
+    ]
+    assert again.next is None

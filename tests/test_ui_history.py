@@ -287,6 +287,70 @@ async def test_reload_keeps_the_highlighted_run_and_shows_new_ones(services):
         assert column(table, "campaign")[table.cursor_row] == "Campaign 16"
 
 
+async def test_a_refresh_keeps_the_pages_loaded_and_updates_a_running_run(services):
+    many_runs(250)
+    running = SyncRun.create(
+        reference="live", trigger="manual", status="running", fetched=10
+    )
+    app = HistoryHost(services)
+
+    async with app.run_test() as pilot:
+        await settle(pilot)
+        table = table_of(app)
+        table.focus()
+        await pilot.press("ctrl+end")
+        await settle(pilot)
+        assert table.row_count == 200
+        highlighted = table.cursor_row
+        SyncRun.update(status="succeeded", fetched=1234).where(
+            SyncRun.id == running.id
+        ).execute()
+
+        app.query_one(SyncHistoryTab).reload()
+        await settle(pilot)
+
+        assert table.row_count == 200
+        assert table.cursor_row == highlighted
+        assert column(table, "status")[0] == "succeeded"
+        assert column(table, "profiles")[0] == "1,234"
+
+        SyncRun.create(reference="newer", trigger="manual", campaign_name="Newer")
+        app.query_one(SyncHistoryTab).reload()
+        await settle(pilot)
+
+        assert table.row_count == 201
+        assert column(table, "campaign")[0] == "Newer"
+        assert table.cursor_row == highlighted + 1
+
+
+async def test_deep_in_the_history_new_runs_wait_for_r(services, monkeypatch):
+    monkeypatch.setattr("zaptui.ui.tabs.history.REBUILD_LIMIT", 150)
+    many_runs(250)
+    app = HistoryHost(services)
+
+    async with app.run_test() as pilot:
+        await settle(pilot)
+        table = table_of(app)
+        table.focus()
+        await pilot.press("ctrl+end")
+        await settle(pilot)
+        SyncRun.create(reference="newer", trigger="manual", campaign_name="Newer")
+
+        app.query_one(SyncHistoryTab).reload()
+        await settle(pilot)
+
+        assert table.row_count == 200
+        assert column(table, "campaign")[0] == "Campaign 249"
+        assert "1 newer: r shows them" in shown(app, "#history-summary")
+
+        await pilot.press("r")
+        await settle(pilot)
+
+        assert table.row_count == queries.PAGE_SIZE
+        assert column(table, "campaign")[0] == "Newer"
+        assert "newer" not in shown(app, "#history-summary")
+
+
 # -- the run panel ----------------------------------------------------------------
 
 

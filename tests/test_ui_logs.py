@@ -216,6 +216,28 @@ async def test_moving_down_loads_more_of_the_log(services):
         assert column(table, "url")[-1] == "/api/lists/149"
 
 
+async def test_new_calls_appear_above_those_loaded(services):
+    make_log()
+    app = LogsHost(services)
+
+    async with app.run_test(size=(120, 30)) as pilot:
+        await settle(pilot)
+        table = table_of(app)
+        ApiLogEntry.create(
+            service="klaviyo",
+            at=NOW + timedelta(minutes=1),
+            method="GET",
+            url="https://a.klaviyo.com/api/lists",
+            status=200,
+        )
+
+        app.query_one(LogsTab).reload()
+        await settle(pilot)
+
+        assert table.row_count == 5
+        assert column(table, "url")[0] == "/api/lists"
+
+
 async def test_enter_opens_a_log_entry_with_pretty_json_and_redacted_key(services):
     make_log()
     app = LogsHost(services)

@@ -8,6 +8,7 @@ entry at a time.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -126,12 +127,47 @@ def _after(at: pw.Field, key: pw.Field, cursor: Cursor | None) -> list[Any]:
     return [(at <= cursor.at) & ((at < cursor.at) | (key < cursor.id))]
 
 
-def _page(rows: list[T], limit: int, cursor_of: Any) -> Page[T]:
+def _page(rows: list[T], limit: int, cursor_of: Callable[[T], Cursor]) -> Page[T]:
     if len(rows) > limit:
         rows = rows[:limit]
         last = rows[-1]
         return Page(rows, cursor_of(last))
     return Page(rows, None)
+
+
+def run_cursor(row: RunRow) -> Cursor:
+    """The cursor just after a run in the history's order."""
+    return Cursor(row.started_at, row.id)
+
+
+def log_cursor(row: LogRow) -> Cursor:
+    """The cursor just after an entry in the API log's order."""
+    return Cursor(row.at, row.id)
+
+
+def after_first_page(
+    first: Page[T],
+    shown: list[T],
+    shown_next: Cursor | None,
+    cursor_of: Callable[[T], Cursor],
+) -> Page[T]:
+    """What to show once the first page was read again: it, then what was shown
+    below it, paging on from where the shown rows ended.
+
+    Rows shown within the first page's range but missing from it are gone from
+    the database (pruned) and are dropped.
+    """
+    edge = first.next
+    if edge is None:
+        return Page(list(first.rows), None)  # the first page holds everything
+    tail = [
+        row
+        for row in shown
+        if (cursor_of(row).at, cursor_of(row).id) < (edge.at, edge.id)
+    ]
+    if not tail:
+        return first
+    return Page(list(first.rows) + tail, shown_next)
 
 
 def run_page(after: Cursor | None = None, limit: int = PAGE_SIZE) -> Page[RunRow]:
@@ -155,7 +191,7 @@ def run_page(after: Cursor | None = None, limit: int = PAGE_SIZE) -> Page[RunRow
     if conditions:
         query = query.where(*conditions)
     rows = [RunRow(*values) for values in query.tuples()]
-    return _page(rows, limit, lambda row: Cursor(row.started_at, row.id))
+    return _page(rows, limit, run_cursor)
 
 
 def run_detail(run_id: int) -> RunDetail | None:
@@ -242,7 +278,7 @@ def log_page(
     if conditions:
         query = query.where(*conditions)
     rows = [LogRow(*values) for values in query.tuples()]
-    return _page(rows, limit, lambda row: Cursor(row.at, row.id))
+    return _page(rows, limit, log_cursor)
 
 
 def log_entry(entry_id: int) -> ApiLogEntry | None:

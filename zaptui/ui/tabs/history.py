@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 
 # Load the next page when the cursor comes within this many rows of the end.
 LOAD_AHEAD = 30
+# Reading the newest runs again redraws the table only up to this many rows;
+# deeper in the history new runs wait for "r" so the operator keeps their place.
+REBUILD_LIMIT = 1_000
 # Below this width the submission link leaves the table (the run panel has it).
 WIDE = 110
 _FIXED = {"type": 7, "ingested": 16, "profiles": 8, "status": 11}
@@ -85,15 +88,19 @@ class SyncHistoryTab(Widget):
     ]
 
     class PageLoaded(Message):
-        """A page of runs was read; `replace` starts the table again."""
+        """A page of runs was read.
+
+        `mode` says where it goes: "start" (the table starts again), "refresh"
+        (the newest runs again, above those already loaded) or "more" (below).
+        """
 
         def __init__(
-            self, page: queries.Page[queries.RunRow], generation: int, replace: bool
+            self, page: queries.Page[queries.RunRow], generation: int, mode: str
         ) -> None:
             super().__init__()
             self.page = page
             self.generation = generation
-            self.replace = replace
+            self.mode = mode
 
     class LoadFailed(Message):
         """Reading the history failed."""
@@ -110,7 +117,7 @@ class SyncHistoryTab(Widget):
         self._by_id: dict[int, queries.RunRow] = {}
         self._next: queries.Cursor | None = None
         self._loading = False
-        self._loaded_once = False
+        self._newer = 0
         self._generation = 0
         self._widths: dict[str, int] = {}
 
@@ -130,16 +137,24 @@ class SyncHistoryTab(Widget):
         return self.query_one(RunPanel)
 
     def on_mount(self) -> None:
-        self.reload()
+        self._read_first_page("start")
 
     def reload(self) -> None:
-        """Read the history again from the top, as many runs as are shown."""
-        self._generation += 1
-        self._loading = True
-        limit = max(queries.PAGE_SIZE, len(self._rows))
-        self._fetch(None, limit, self._generation, True)
+        """Read the newest runs again; the runs loaded below them stay."""
+        self._read_first_page("refresh")
         if self.panel.open:
             self.panel.refresh_run()
+
+    def start_over(self) -> None:
+        """Show the newest runs only, dropping the pages loaded below them."""
+        self._read_first_page("start")
+        if self.panel.open:
+            self.panel.refresh_run()
+
+    def _read_first_page(self, mode: str) -> None:
+        self._generation += 1
+        self._loading = True
+        self._fetch(None, queries.PAGE_SIZE, self._generation, mode)
 
     def commands(self) -> list[tuple[str, str, Callable[[], object]]]:
         """Command-palette entries for this tab."""
@@ -159,7 +174,11 @@ class SyncHistoryTab(Widget):
                 "Copy the highlighted run's submission link to the clipboard",
                 self.action_copy_link,
             ),
-            ("Sync history: refresh", "Read the sync history again", self.reload),
+            (
+                "Sync history: refresh",
+                "Read the sync history again, from the newest run",
+                self.start_over,
+            ),
         ]
 
     # -- loading -------------------------------------------------------------
@@ -170,7 +189,7 @@ class SyncHistoryTab(Widget):
         after: queries.Cursor | None,
         limit: int,
         generation: int,
-        replace: bool,
+        mode: str,
     ) -> None:
         try:
             page = queries.run_page(after, limit)
@@ -178,33 +197,70 @@ class SyncHistoryTab(Widget):
             log.exception("could not read the sync history")
             self.post_message(self.LoadFailed(str(error), generation))
             return
-        self.post_message(self.PageLoaded(page, generation, replace))
+        self.post_message(self.PageLoaded(page, generation, mode))
 
     def _load_more(self) -> None:
         if self._loading or self._next is None:
             return
         self._loading = True
-        self._fetch(self._next, queries.PAGE_SIZE, self._generation, False)
+        self._fetch(self._next, queries.PAGE_SIZE, self._generation, "more")
 
     def on_sync_history_tab_page_loaded(self, message: PageLoaded) -> None:
         message.stop()
         if message.generation != self._generation:
             return
         self._loading = False
-        self._loaded_once = True
-        rows = message.page.rows
-        if message.replace:
-            self._rows = list(rows)
-            self._by_id = {row.id: row for row in rows}
-            self._rebuild()
-        else:
-            fresh = [row for row in rows if row.id not in self._by_id]
+        page = message.page
+        if message.mode == "more":
+            fresh = [row for row in page.rows if row.id not in self._by_id]
             self._rows.extend(fresh)
             self._by_id.update((row.id, row) for row in fresh)
             self._add_rows(fresh)
-        self._next = message.page.next
+            self._next = page.next
+        elif message.mode == "refresh":
+            self._refresh(page)
+        else:
+            self._newer = 0
+            self._show(page)
         self._show_summary()
         self.refresh_bindings()
+
+    def _show(self, page: queries.Page[queries.RunRow]) -> None:
+        self._rows = list(page.rows)
+        self._by_id = {row.id: row for row in page.rows}
+        self._next = page.next
+        self._rebuild()
+
+    def _refresh(self, first: queries.Page[queries.RunRow]) -> None:
+        """Fold the newest runs, read again, into what is shown."""
+        merged = queries.after_first_page(
+            first, self._rows, self._next, queries.run_cursor
+        )
+        same_runs = [row.id for row in merged.rows] == [row.id for row in self._rows]
+        if same_runs:
+            self._update_in_place(merged.rows)
+            self._next = merged.next
+        elif len(merged.rows) > REBUILD_LIMIT:
+            self._update_in_place([row for row in merged.rows if row.id in self._by_id])
+            self._newer = sum(1 for row in first.rows if row.id not in self._by_id)
+        else:
+            self._newer = 0
+            self._show(merged)
+
+    def _update_in_place(self, rows: list[queries.RunRow]) -> None:
+        """Change only the cells of runs whose values changed (status, counts)."""
+        if not self._widths:
+            return
+        theme = self.app.theme_variables
+        table = self.table
+        for row in rows:
+            if self._by_id.get(row.id) == row:
+                continue
+            self._by_id[row.id] = row
+            cells = self._cells(row, theme)
+            for key in self._widths:
+                table.update_cell(str(row.id), key, cells[key])
+        self._rows = [self._by_id[row.id] for row in self._rows]
 
     def on_sync_history_tab_load_failed(self, message: LoadFailed) -> None:
         message.stop()
@@ -245,16 +301,20 @@ class SyncHistoryTab(Widget):
         theme = self.app.theme_variables
         table = self.table
         for row in rows:
-            cells = {
-                "campaign": _cell(row.campaign_name or "—"),
-                "source": _cell(row.source_name or "—"),
-                "type": _cell(row.source_type or "—"),
-                "ingested": _cell(format_utc(row.started_at).removesuffix(" UTC")),
-                "profiles": Text(f"{row.fetched:,}", justify="right"),
-                "link": _cell(row.submission_url or "—"),
-                "status": status_text(row.status, theme),
-            }
+            cells = self._cells(row, theme)
             table.add_row(*(cells[key] for key in self._widths), key=str(row.id))
+
+    @staticmethod
+    def _cells(row: queries.RunRow, theme: dict[str, str]) -> dict[str, Text]:
+        return {
+            "campaign": _cell(row.campaign_name or "—"),
+            "source": _cell(row.source_name or "—"),
+            "type": _cell(row.source_type or "—"),
+            "ingested": _cell(format_utc(row.started_at).removesuffix(" UTC")),
+            "profiles": Text(f"{row.fetched:,}", justify="right"),
+            "link": _cell(row.submission_url or "—"),
+            "status": status_text(row.status, theme),
+        }
 
     def _show_summary(self) -> None:
         summary = self.query_one("#history-summary", Static)
@@ -266,7 +326,10 @@ class SyncHistoryTab(Widget):
         shown = len(self._rows)
         more = " · more load as you move down" if self._next else ""
         noun = "sync run" if shown == 1 else "sync runs"
-        summary.update(f"{shown:,} {noun}, newest first{more} · Enter for details")
+        newer = f" · {self._newer:,} newer: r shows them" if self._newer else ""
+        summary.update(
+            f"{shown:,} {noun}, newest first{more}{newer} · Enter for details"
+        )
 
     def _highlighted_id(self) -> int | None:
         table = self.table
@@ -341,5 +404,5 @@ class SyncHistoryTab(Widget):
         self.notify("Submission link copied to the clipboard.")
 
     def action_reload(self) -> None:
-        """Read the history again."""
-        self.reload()
+        """Read the history again, from the newest run."""
+        self.start_over()

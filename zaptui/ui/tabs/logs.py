@@ -24,6 +24,9 @@ from zaptui.ui.text import clean, literal
 log = logging.getLogger(__name__)
 
 LOAD_AHEAD = 30
+# Reading the newest calls again redraws the table only up to this many rows;
+# deeper in the log new calls wait for "r" so the operator keeps their place.
+REBUILD_LIMIT = 1_000
 FILTERS: list[tuple[str, str]] = [
     ("All services", "all"),
     ("Klaviyo", "klaviyo"),
@@ -81,15 +84,19 @@ class LogsTab(Widget):
     ]
 
     class PageLoaded(Message):
-        """A page of the API log was read; `replace` starts the table again."""
+        """A page of the API log was read.
+
+        `mode` says where it goes: "start" (the table starts again), "refresh"
+        (the newest calls again, above those already loaded) or "more" (below).
+        """
 
         def __init__(
-            self, page: queries.Page[queries.LogRow], generation: int, replace: bool
+            self, page: queries.Page[queries.LogRow], generation: int, mode: str
         ) -> None:
             super().__init__()
             self.page = page
             self.generation = generation
-            self.replace = replace
+            self.mode = mode
 
     class LoadFailed(Message):
         """Reading the API log failed."""
@@ -107,6 +114,7 @@ class LogsTab(Widget):
         self._ids: set[int] = set()
         self._next: queries.Cursor | None = None
         self._loading = False
+        self._newer = 0
         self._generation = 0
         self._widths: dict[str, int] = {}
 
@@ -126,14 +134,20 @@ class LogsTab(Widget):
         return self.query_one("#logs-table", DataTable)
 
     def on_mount(self) -> None:
-        self.reload()
+        self.start_over()
 
     def reload(self) -> None:
-        """Read the API log again from the top, as many entries as are shown."""
+        """Read the newest calls again; the calls loaded below them stay."""
+        self._read_first_page("refresh")
+
+    def start_over(self) -> None:
+        """Show the newest calls only, dropping the pages loaded below them."""
+        self._read_first_page("start")
+
+    def _read_first_page(self, mode: str) -> None:
         self._generation += 1
         self._loading = True
-        limit = max(queries.PAGE_SIZE, len(self._rows))
-        self._fetch(None, limit, self.service, self._generation, True)
+        self._fetch(None, queries.PAGE_SIZE, self.service, self._generation, mode)
 
     def commands(self) -> list[tuple[str, str, Callable[[], object]]]:
         """Command-palette entries for this tab."""
@@ -154,7 +168,13 @@ class LogsTab(Widget):
             )
             for label, value in FILTERS
         ]
-        entries.append(("Logs: refresh", "Read the API log again", self.reload))
+        entries.append(
+            (
+                "Logs: refresh",
+                "Read the API log again, from the newest call",
+                self.start_over,
+            )
+        )
         return entries
 
     # -- loading -------------------------------------------------------------
@@ -166,7 +186,7 @@ class LogsTab(Widget):
         limit: int,
         service: str | None,
         generation: int,
-        replace: bool,
+        mode: str,
     ) -> None:
         try:
             page = queries.log_page(after, limit, service)
@@ -174,14 +194,14 @@ class LogsTab(Widget):
             log.exception("could not read the API log")
             self.post_message(self.LoadFailed(str(error), generation))
             return
-        self.post_message(self.PageLoaded(page, generation, replace))
+        self.post_message(self.PageLoaded(page, generation, mode))
 
     def _load_more(self) -> None:
         if self._loading or self._next is None:
             return
         self._loading = True
         self._fetch(
-            self._next, queries.PAGE_SIZE, self.service, self._generation, False
+            self._next, queries.PAGE_SIZE, self.service, self._generation, "more"
         )
 
     def on_logs_tab_page_loaded(self, message: PageLoaded) -> None:
@@ -189,19 +209,40 @@ class LogsTab(Widget):
         if message.generation != self._generation:
             return
         self._loading = False
-        rows = message.page.rows
-        if message.replace:
-            self._rows = list(rows)
-            self._ids = {row.id for row in rows}
-            self._rebuild()
-        else:
-            fresh = [row for row in rows if row.id not in self._ids]
+        page = message.page
+        if message.mode == "more":
+            fresh = [row for row in page.rows if row.id not in self._ids]
             self._rows.extend(fresh)
             self._ids.update(row.id for row in fresh)
             self._add_rows(fresh)
-        self._next = message.page.next
+            self._next = page.next
+        elif message.mode == "refresh":
+            self._refresh(page)
+        else:
+            self._newer = 0
+            self._show(page)
         self._show_summary()
         self.refresh_bindings()
+
+    def _show(self, page: queries.Page[queries.LogRow]) -> None:
+        self._rows = list(page.rows)
+        self._ids = {row.id for row in page.rows}
+        self._next = page.next
+        self._rebuild()
+
+    def _refresh(self, first: queries.Page[queries.LogRow]) -> None:
+        """Fold the newest calls, read again, into what is shown (calls never
+        change once logged, so only new and pruned ones matter)."""
+        merged = queries.after_first_page(
+            first, self._rows, self._next, queries.log_cursor
+        )
+        if [row.id for row in merged.rows] == [row.id for row in self._rows]:
+            self._next = merged.next
+        elif len(merged.rows) > REBUILD_LIMIT:
+            self._newer = sum(1 for row in first.rows if row.id not in self._ids)
+        else:
+            self._newer = 0
+            self._show(merged)
 
     def on_logs_tab_load_failed(self, message: LoadFailed) -> None:
         message.stop()
@@ -257,7 +298,8 @@ class LogsTab(Widget):
         shown = len(self._rows)
         noun = "call" if shown == 1 else "calls"
         more = " · more load as you move down" if self._next else ""
-        summary.update(f"{shown:,} {noun}, newest first{more}")
+        newer = f" · {self._newer:,} newer: r shows them" if self._newer else ""
+        summary.update(f"{shown:,} {noun}, newest first{more}{newer}")
 
     def _highlighted_id(self) -> int | None:
         table = self.table
@@ -286,7 +328,7 @@ class LogsTab(Widget):
             self._rows = []
             self._ids = set()
             self._next = None
-            self.reload()
+            self.start_over()
 
     def show_service(self, value: str) -> None:
         """Show the calls of one service ("klaviyo", "zappost") or of all."""
@@ -307,5 +349,5 @@ class LogsTab(Widget):
         self.show_service(values[(values.index(current) + 1) % len(values)])
 
     def action_reload(self) -> None:
-        """Read the API log again."""
-        self.reload()
+        """Read the API log again, from the newest call."""
+        self.start_over()
