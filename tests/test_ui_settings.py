@@ -126,6 +126,26 @@ async def test_settings_show_the_stored_values(services):
         assert app.toasts == []  # showing stored values saves nothing
 
 
+async def test_a_stored_frequency_that_is_not_offered_is_explained(services):
+    Setting.create(key="sync_frequency_hours", value=3)
+    app = SettingsHost(services)
+
+    async with app.run_test(size=(100, 40)) as pilot:
+        await settle(pilot)
+
+        assert error_text(app, "sync_frequency_hours") == (
+            "The stored sync frequency (3) is not one of 1, 6, 12 or 24 hours: "
+            "choose one"
+        )
+        assert not any(button.value for button in app.query(RadioButton))
+
+        app.query_one(RadioSet).focus()
+        await pilot.press("enter")  # the first choice, 1 hour
+        await settle(pilot)
+        assert stored("sync_frequency_hours") == 1
+        assert error_text(app, "sync_frequency_hours") == ""
+
+
 async def test_changing_frequency_saves_audits_and_tells_the_scheduler(services):
     scheduler = Scheduler()
     app = SettingsHost(services, scheduler)

@@ -223,6 +223,13 @@ class SettingsTab(Widget):
     def _show(self, key: str, value: Any, previous: Any = None) -> None:
         """Put a stored value in its widget; change events for it are then ignored."""
         if key == "sync_frequency_hours":
+            if value not in SYNC_FREQUENCIES:
+                self._show_error(
+                    key,
+                    f"the stored sync frequency ({clean(value)}) is not one of "
+                    "1, 6, 12 or 24 hours: choose one",
+                )
+                return
             button = self.query_one(f"#frequency-{value}", RadioButton)
             if not button.value:
                 button.value = True
