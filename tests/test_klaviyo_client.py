@@ -788,3 +788,18 @@ async def test_a_long_paging_run_stays_inside_the_sims_rate_windows(db, sleeps):
     assert world.klaviyo.requests - requests_before == 24
     # 24 calls at 8 per half second cannot take less than a second.
     assert elapsed >= 1.0
+
+
+async def test_next_links_on_the_same_origin_are_recognised_however_spelt():
+    body = {"links": {"next": "https://A.Klaviyo.com:443/api/lists/?page[cursor]=x"}}
+
+    async with KlaviyoClient("pk_" + "1" * 34, limiter=RateLimiter(WIDE)) as client:
+        assert client._next_link(body, "read the lists") == body["links"]["next"]
+        for away in (
+            "http://a.klaviyo.com/api/lists/",
+            "https://a.klaviyo.com:8443/api/lists/",
+            "https://a.klaviyo.com.example/api/lists/",
+            "https://a.klaviyo.com:port/api/lists/",
+        ):
+            with pytest.raises(KlaviyoError, match="refusing"):
+                client._next_link({"links": {"next": away}}, "read the lists")

@@ -114,9 +114,15 @@ def _first_error(response: httpx.Response) -> tuple[str, str]:
     return str(first.get("code") or ""), str(detail)
 
 
-def _origin(url: str) -> tuple[str, str]:
+def _origin(url: str) -> tuple[str, str, int | None]:
+    """Scheme, host and port of a URL, the default port spelt out."""
     parts = urlsplit(url)
-    return parts.scheme.lower(), parts.netloc.lower()
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port or {"http": 80, "https": 443}.get(scheme)
+    except ValueError:  # an unreadable port matches no origin
+        port = -1
+    return scheme, (parts.hostname or "").lower(), port
 
 
 def member_filter(joined_after: datetime) -> str:
