@@ -253,6 +253,26 @@ async def test_a_bad_number_is_refused_and_kept_then_a_good_one_saves(services):
         )
 
 
+async def test_an_edit_not_yet_saved_says_so(services):
+    app = SettingsHost(services)
+
+    async with app.run_test(size=(100, 40)) as pilot:
+        await settle(pilot)
+        field = app.query_one("#input-lookback_hours", Input)
+        hint = app.query_one("#unit-lookback_hours")
+        field.focus()
+        await pilot.press("end", "2")
+        await pilot.pause()
+
+        assert str(hint.render()) == "hours · not saved yet: Enter saves"
+
+        await pilot.press("enter")
+        await settle(pilot)
+
+        assert stored("lookback_hours") == 62
+        assert str(hint.render()) == "hours · Enter saves"
+
+
 async def test_words_in_a_number_setting_are_refused_with_the_rule(services):
     app = SettingsHost(services)
 

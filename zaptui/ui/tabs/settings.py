@@ -65,6 +65,13 @@ def parse_text(key: str, text: str) -> Any:
     return settings.validate(key, value)
 
 
+def unit_hint(key: str, *, saved: bool) -> str:
+    """What follows an input: its unit, and whether what is typed is saved."""
+    hint = "Enter saves" if saved else "not saved yet: Enter saves"
+    unit = NUMBER_UNITS.get(key, "")
+    return f"{unit} · {hint}" if unit else hint
+
+
 def shown_text(value: Any) -> str:
     """A stored value as it appears in an input."""
     return "" if value is None else str(value)
@@ -147,8 +154,7 @@ class SettingsTab(Widget):
                             classes="number" if key in NUMBER_UNITS else "url",
                         )
                         yield Label(
-                            f"{NUMBER_UNITS.get(key, '')} · Enter saves".lstrip(" ·"),
-                            classes="unit",
+                            unit_hint(key, saved=True), id=f"unit-{key}", classes="unit"
                         )
                     yield from self._help(key)
 
@@ -241,6 +247,7 @@ class SettingsTab(Widget):
             # Never overwrite what the operator is typing.
             if previous is None or field.value.strip() == shown_text(previous):
                 field.value = shown_text(value)
+            self._mark_saved(key)
 
     # -- changes -------------------------------------------------------------
 
@@ -263,6 +270,20 @@ class SettingsTab(Widget):
         if value == self._stored[key]:
             return
         self._start_save(key, value)
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        event.stop()
+        key = (event.input.id or "").removeprefix("input-")
+        if key in TEXT_KEYS and key in self._stored:
+            self._mark_saved(key)
+
+    def _mark_saved(self, key: str) -> None:
+        """Say beside an input whether what it shows is what is stored."""
+        typed = self.query_one(f"#input-{key}", Input).value.strip()
+        saved = typed == shown_text(self._stored.get(key))
+        hint = self.query_one(f"#unit-{key}", Label)
+        hint.update(unit_hint(key, saved=saved))
+        hint.set_class(not saved, "-unsaved")
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
@@ -314,6 +335,7 @@ class SettingsTab(Widget):
                 typed = None
             if typed == value:
                 field.value = shown_text(value)
+            self._mark_saved(key)
         self.notify(clean(confirmation(key, value)), markup=False)
         self._tell_scheduler()
         self.post_message(DataChanged("settings"))
