@@ -1,0 +1,1 @@
+"""The console's screens: forms and views opened over a tab."""
