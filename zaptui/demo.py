@@ -26,6 +26,7 @@ from pathlib import Path
 import peewee as pw
 
 from zaptui import clock
+from zaptui.klaviyo.limiter import RateLimiter
 from zaptui.runtime import Runtime
 from zaptui.services import Services, Source
 from zaptui.sim.server import SimWorld
@@ -158,6 +159,9 @@ def _build(
             zap_api_key=world.zappost.api_key,
             zap_api_password=world.zappost.api_password,
             transport=world.transport(),
+            # A limiter of the demo's own: its budget is not shared with
+            # anything else in the process that talks to the same accounts.
+            klaviyo_limiter=RateLimiter(),
             actor="demo",
             _secrets=SecretBox(key),
         )
