@@ -324,7 +324,6 @@ class SettingsTab(Widget):
         message.stop()
         key, value = message.key, message.value
         self._saving.discard(key)
-        previous = self._stored.get(key)
         self._stored[key] = value
         self._show_error(key, "")
         if key in TEXT_KEYS:
@@ -339,7 +338,6 @@ class SettingsTab(Widget):
         self.notify(clean(confirmation(key, value)), markup=False)
         self._tell_scheduler()
         self.post_message(DataChanged("settings"))
-        log.debug("setting %s changed from %r", key, previous)
         if key in ("sync_frequency_hours", "fix_address_data"):
             self._save_again_if_changed(key)
 
