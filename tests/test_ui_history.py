@@ -12,8 +12,10 @@ from textual import events
 from textual.app import App, ComposeResult
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Footer, Static
+from ui_support import SMALL_DEMO, console, fixed_demo
 
 from zaptui.clock import set_clock
+from zaptui.demo import Demo
 from zaptui.runtime import Runtime
 from zaptui.services import Services
 from zaptui.store import queries
@@ -498,6 +500,38 @@ async def test_commands_cover_every_history_action(services):
             "Sync history: copy submission link",
             "Sync history: refresh",
         }
+
+
+# -- through the console --------------------------------------------------------
+
+
+@pytest.fixture
+def demo(tmp_path) -> Iterator[Demo]:
+    built = fixed_demo(tmp_path / "demo", profiles=SMALL_DEMO)
+    yield built
+    built.close()
+
+
+async def test_key_3_shows_the_history_and_enter_opens_the_newest_run(demo):
+    newest = SyncRun.select().order_by(SyncRun.started_at.desc(), SyncRun.id.desc())
+    app = console(demo)
+
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        await pilot.press("3")
+        await settle(pilot)
+        table = table_of(app)
+        assert app.focused is table
+        assert table.row_count == SyncRun.select().count()
+
+        await pilot.press("enter")
+        await settle(pilot)
+        panel = app.query_one(RunPanel)
+        assert panel.open and panel.run_id == newest.first().id
+
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not panel.open and app.focused is table
 
 
 # -- snapshots ------------------------------------------------------------------

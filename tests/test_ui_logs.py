@@ -13,9 +13,11 @@ from textual import events
 from textual.app import App, ComposeResult
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Footer, Select, Static
+from ui_support import SMALL_DEMO, console, fixed_demo
 
 from zaptui.apilog import ApiCall, DatabaseApiLog
 from zaptui.clock import set_clock
+from zaptui.demo import Demo
 from zaptui.runtime import Runtime
 from zaptui.services import Services
 from zaptui.store import queries
@@ -341,6 +343,42 @@ def test_bodies_that_are_not_json_stay_as_they_are():
     assert pretty_body(None) == "(empty)"
     assert short_url("https://a.klaviyo.com/api/lists?x=1") == "/api/lists?x=1"
     assert short_url("not a url") == "not a url"
+
+
+# -- through the console --------------------------------------------------------
+
+
+@pytest.fixture
+def demo(tmp_path) -> Iterator[Demo]:
+    built = fixed_demo(tmp_path / "demo", profiles=SMALL_DEMO)
+    yield built
+    built.close()
+
+
+async def test_key_5_opens_a_logged_call_with_its_key_redacted(demo):
+    newest = ApiLogEntry.select().order_by(ApiLogEntry.at.desc(), ApiLogEntry.id.desc())
+    entry = newest.first()
+    app = console(demo)
+
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        await pilot.press("5")
+        await settle(pilot)
+        assert app.focused is table_of(app)
+        await pilot.press("enter")
+        await settle(pilot)
+
+        assert isinstance(app.screen, LogDetailScreen)
+        assert app.screen.entry_id == entry.id
+        text = screen_text(app)
+        assert f"{entry.method} {entry.url}" in text
+        assert "pk_" not in text
+        if "authorization" in {name.lower() for name in entry.request_headers or {}}:
+            assert "uthorization: [redacted]" in text
+
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.focused is table_of(app)
 
 
 # -- snapshots ------------------------------------------------------------------

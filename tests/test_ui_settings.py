@@ -9,9 +9,11 @@ import pytest
 from textual.app import App, ComposeResult
 from textual.pilot import Pilot
 from textual.widgets import Footer, Input, RadioButton, RadioSet, Static, Switch
+from ui_support import SMALL_DEMO, console, fixed_demo
 
 from zaptui import settings
 from zaptui.clock import set_clock
+from zaptui.demo import Demo
 from zaptui.runtime import Runtime
 from zaptui.services import Services
 from zaptui.store.models import AuditEntry, Setting
@@ -423,6 +425,36 @@ def test_confirmations_read_as_sentences():
         "Hold back recently mailed set to 0 days (off)"
     )
     assert confirmation("alert_webhook_url", "") == "Alert webhook removed"
+
+
+# -- through the console --------------------------------------------------------
+
+
+@pytest.fixture
+def demo(tmp_path) -> Iterator[Demo]:
+    built = fixed_demo(tmp_path / "demo", profiles=SMALL_DEMO)
+    yield built
+    built.close()
+
+
+async def test_key_4_then_f_changes_the_frequency_in_the_console(demo):
+    before = settings.get("sync_frequency_hours")
+    app = console(demo)
+
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        await pilot.press("4")
+        await settle(pilot)
+        assert app.query_one(SettingsTab) in app.focused.ancestors_with_self
+        await pilot.press("f")
+        await settle(pilot)
+
+        after = settings.get("sync_frequency_hours")
+        assert after != before
+        assert audit("settings.sync_frequency_hours")[-1][:2] == (
+            {"value": before},
+            {"value": after},
+        )
 
 
 # -- snapshots ------------------------------------------------------------------
