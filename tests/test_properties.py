@@ -3,6 +3,7 @@ failure comes with a reason an operator can read."""
 
 from __future__ import annotations
 
+import asyncio
 import unicodedata
 from typing import Any
 
@@ -270,7 +271,7 @@ def test_staging_hostile_pages_stores_a_reasoned_outcome_for_each(
         campaign_fields(definition),
     )
 
-    stager.page(pages)
+    asyncio.run(stager.page(pages))
     stager.finish()
 
     rows = list(ProfileOutcome.select().where(ProfileOutcome.run == run.id))

@@ -367,6 +367,9 @@ def _build_record(
 
 def _value_text(value: Any) -> str:
     """Any value from a profile as one line of text; structures as JSON."""
+    if type(value) is str and value.isascii() and value.isprintable():
+        # The common case, cleaned without the general path's calls.
+        return " ".join(value.split()) if "  " in value else value.strip()
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list | dict):
