@@ -9,6 +9,10 @@ and the values of JSON fields whose names say key, password, secret or token.
 A body is parsed as JSON only when one of its field names could say so: a
 member page of 100 profiles is otherwise scrubbed as text, which is what keeps
 the API log cheap enough to record every page of a long sync.
+
+Bodies are kept to their first `MAX_BODY_CHARS` (16 KiB) characters, then a
+marker saying how many more there were: about twenty profiles of a member
+page, any error body whole, and 16 MB of log for a 100,000-profile sync.
 """
 
 from __future__ import annotations
