@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -164,8 +165,13 @@ def start_headless(
     *,
     once: bool = False,
     log_format: str = "text",
+    stderr: Any = subprocess.PIPE,
 ) -> subprocess.Popen[str]:
-    """Start `zaptui --run-scheduler` as a process of its own."""
+    """Start `zaptui --run-scheduler` as a process of its own.
+
+    A long-running one should log to a file (`stderr`): a pipe nobody reads
+    fills up and blocks the process's logging.
+    """
     command = [sys.executable, "-m", "zaptui", "--run-scheduler", "--db", db_url]
     if once:
         command.append("--once")
@@ -174,8 +180,8 @@ def start_headless(
         command,
         env=env,
         cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
         text=True,
     )
 
@@ -269,8 +275,8 @@ class Workers:
     """Headless schedulers running as processes, stopped with SIGTERM."""
 
     def __init__(self, db_url: str, env: dict[str, str], count: int) -> None:
-        self.processes = [start_headless(db_url, env) for _ in range(count)]
-        self.outputs: dict[int, str] = {}
+        self.logs = [tempfile.TemporaryFile("w+") for _ in range(count)]
+        self.processes = [start_headless(db_url, env, stderr=log) for log in self.logs]
 
     @property
     def pids(self) -> list[int]:
@@ -281,27 +287,30 @@ class Workers:
         """SIGKILL one worker, as a crash would end it."""
         process = next(p for p in self.processes if p.pid == pid)
         process.kill()
-        _, self.outputs[pid] = process.communicate(timeout=30)
+        process.wait(timeout=30)
 
     def stop(self) -> dict[int, int]:
         """SIGTERM every live worker and wait; exit status by pid."""
-        statuses = {}
         for process in self.processes:
             if process.poll() is None:
                 process.terminate()
+        statuses = {}
         for process in self.processes:
             try:
-                _, stderr = process.communicate(timeout=30)
+                process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 process.kill()
-                _, stderr = process.communicate(timeout=30)
-            self.outputs.setdefault(process.pid, stderr)
+                process.wait(timeout=30)
             statuses[process.pid] = process.returncode
         return statuses
 
     def output(self) -> str:
         """Everything the workers logged."""
-        return "\n".join(self.outputs.values())
+        texts = []
+        for log in self.logs:
+            log.seek(0)
+            texts.append(log.read())
+        return "\n".join(texts)
 
 
 def live_headless_schedulers() -> int:

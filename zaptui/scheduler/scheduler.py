@@ -104,6 +104,10 @@ class SyncScheduler:
         self._dispatcher: asyncio.Task[None] | None = None
         self._forgetting: asyncio.Future[Any] | None = None
         self._closing = False
+        # Set by each poll and refresh: the next dispatch also does the
+        # housekeeping that looks at every connection. A dispatch woken by a
+        # finished sync only claims the next one.
+        self._look_around = True
 
     # -- the contract ------------------------------------------------------------
 
@@ -127,6 +131,7 @@ class SyncScheduler:
         """
         if self._loop is None or self._wake is None or self._closing:
             return
+        self._look_around = True
         self._loop.call_soon_threadsafe(self._wake.set)
 
     def shutdown(self) -> None:
@@ -234,6 +239,7 @@ class SyncScheduler:
         self._scheduler = scheduler
 
     async def _poll(self) -> None:
+        self._look_around = True
         if self._wake is not None:
             self._wake.set()
 
@@ -272,7 +278,11 @@ class SyncScheduler:
 
     async def _dispatch(self) -> None:
         """Claim and start due syncs until the slots are full or none is free."""
-        frequency = await asyncio.to_thread(self._housekeep)
+        if self._look_around:
+            self._look_around = False
+            frequency = await asyncio.to_thread(self._housekeep)
+        else:
+            frequency = await asyncio.to_thread(_frequency)
         while not self._closing and len(self._futures) < self.parallel:
             if not await self._start_one(frequency):
                 return
@@ -304,7 +314,7 @@ class SyncScheduler:
     def _housekeep(self) -> int:
         """Each poll: read the frequency, stop syncs of connections paused or
         removed meanwhile, raise alerts left by manual syncs, update plans."""
-        frequency = int(settings.get("sync_frequency_hours"))
+        frequency = _frequency()
         with self._lock:
             inflight = dict(self._inflight)
         if inflight:
@@ -543,6 +553,10 @@ class SyncScheduler:
             self.on_event(event)
         except Exception:
             log.exception("the scheduler's event handler failed")
+
+
+def _frequency() -> int:
+    return int(settings.get("sync_frequency_hours"))
 
 
 def _write_plans(frequency: int, connection_ids: list[int] | None = None) -> None:
