@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 DEMO_SEED = 7
 DEMO_PROFILES = 300
 DEMO_FAULTY_SHARE = 0.1
-CHURN_SECONDS = 15.0
+CHURN_SECONDS = 10.0
 """While the demo runs, new members join Acme's segments this often."""
 
 KLAVIYO_BASE = "http://klaviyo.demo"
@@ -198,6 +198,8 @@ def _build(
     with _at(base - timedelta(minutes=50)):
         world.klaviyo.tick()
         services.sync_now(connections[0].id, trigger="manual")
+    with _at(base - timedelta(minutes=10)):
+        world.klaviyo.tick()  # so the first "Sync now" has someone new to mail
 
     log.info("demo built in %s", folder)
     return Demo(folder, db_url, database, world, runtime, services, key)

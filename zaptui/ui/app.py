@@ -46,6 +46,7 @@ EVENT_SEVERITY = {
     "skipped_busy": "warning",
 }
 ENDED = ("sync_finished", "sync_failed")
+FIRST_BEAT_SECONDS = 1.5
 FORM_KEYS = (
     ("tab / shift+tab", "next / previous field or button"),
     ("enter", "press the button or submit the form"),
@@ -88,7 +89,8 @@ class ZapTuiApp(App[int]):
 
     TITLE = "zaptui"
     CSS_PATH = stylesheets()
-    COMMANDS = App.COMMANDS | {ConsoleCommands}
+    # One provider: the tab in view's commands come first, then the console's.
+    COMMANDS = {ConsoleCommands}
     BINDINGS = [
         *(
             Binding(str(number), f"show_tab('{pane}')", title, show=False)
@@ -153,6 +155,9 @@ class ZapTuiApp(App[int]):
         self.call_after_refresh(self._focus_pane, "status")
         if self._start_scheduler:
             self.start_scheduler()
+            # Its first heartbeat lands within a moment: show it without waiting.
+            header = self.query_one(ConsoleHeader)
+            self.set_timer(FIRST_BEAT_SECONDS, header.refresh_facts)
 
     # -- tabs ------------------------------------------------------------------
 
@@ -230,6 +235,10 @@ class ZapTuiApp(App[int]):
         for number, (pane, title, _, _) in enumerate(TABS, 1):
             commands.append((f"Go to {title}", f"Show tab {number}", self._go_to(pane)))
         commands.append(("Show keys", "Every key of the tab in view", self.action_help))
+        commands.append(
+            ("Change theme", "Pick the console's colours", self.action_change_theme)
+        )
+        commands.append(("Quit", "Leave the console", self.action_quit))
         return commands
 
     def _go_to(self, pane: str) -> Callable[[], None]:

@@ -54,18 +54,30 @@ class NewConnectionScreen(ModalScreen[DataConnection | None]):
         with VerticalScroll(id="new-connection-dialog", classes="dialog"):
             yield Static("New data connection", classes="dialog-title")
             yield Label("Klaviyo account")
-            yield Select[str]([], prompt="Loading accounts…", id="account")
+            yield Select[str](
+                [], prompt="Loading accounts…", id="account", compact=True
+            )
             yield Label("List or segment")
-            yield Select[str]([], prompt="Choose an account first", id="source")
+            yield Select[str](
+                [], prompt="Choose an account first", id="source", compact=True
+            )
             yield Label("ZAP~POST campaign")
-            yield Select[str]([], prompt="Loading campaigns…", id="campaign")
+            yield Select[str](
+                [], prompt="Loading campaigns…", id="campaign", compact=True
+            )
             yield Label("Connection name")
-            yield Input(placeholder="optional: list or segment → campaign", id="name")
-            yield Checkbox("Only people who join from now on", id="new-joiners")
+            yield Input(
+                placeholder="optional: list or segment → campaign",
+                id="name",
+                compact=True,
+            )
+            yield Checkbox(
+                "Only people who join from now on", id="new-joiners", compact=True
+            )
             yield Static(id="new-connection-error", classes="form-error")
             with Horizontal(classes="dialog-buttons"):
-                yield Button("Create", variant="primary", id="create")
-                yield Button("Cancel", id="cancel")
+                yield Button("Create", variant="primary", id="create", compact=True)
+                yield Button("Cancel", id="cancel", compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#account", Select).focus()

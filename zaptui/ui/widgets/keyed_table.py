@@ -37,6 +37,12 @@ class KeyedTable(DataTable[Text | str]):
         for key, label in self._column_spec:
             self.add_column(label, key=key)
 
+    def watch_virtual_size(self) -> None:
+        # A column widened by a changed cell: lines drawn before the new widths
+        # were known would otherwise stay cut off until the cursor moves.
+        self._clear_caches()
+        self.refresh()
+
     def show_rows(self, rows: Sequence[tuple[str, Cells]]) -> None:
         """Make the table show exactly `rows`, given as (row key, cells) in order."""
         wanted = [key for key, _ in rows]
