@@ -16,6 +16,7 @@ from zaptui import settings
 from zaptui.clock import set_clock, utcnow
 from zaptui.scheduler import SchedulerEvent, SyncScheduler, scheduler_state
 from zaptui.store.models import DataConnection, SyncRun
+from zaptui.sync.engine import SyncBusy
 
 POLL = 0.1
 
@@ -374,3 +375,50 @@ async def test_scheduler_state_tells_here_from_elsewhere(fleet, events) -> None:
         assert scheduler_state(fleet.runtime.owner) == "stopped"
     finally:
         other.stop()
+
+
+async def test_a_manual_sync_here_waits_for_the_scheduled_sync_of_its_account(
+    fleet, events
+) -> None:
+    ids = fleet.pair(1, 2, members=150)
+    fleet.sim.faults.add("klaviyo", "list_profiles", "slow", None, delay=0.3)
+    scheduler = make(fleet, events)
+    scheduler.start()
+    await until(lambda: scheduler.running)
+    (scheduled,) = scheduler.running
+    (other,) = [c for c in ids if c != scheduled]
+
+    with pytest.raises(SyncBusy):
+        await asyncio.to_thread(fleet.services.sync_now, other)
+
+    await until(lambda: finished(scheduled) == 1 and finished(other) == 1)
+    await stop(scheduler)
+    assert [run.trigger for run in runs()] == ["scheduled", "scheduled"]
+
+
+async def test_the_scheduler_leaves_an_account_alone_while_a_manual_sync_runs(
+    fleet, events
+) -> None:
+    manual, scheduled = fleet.pair(1, 2, members=150)
+    DataConnection.update(status="paused").where(
+        DataConnection.id == scheduled
+    ).execute()
+    fleet.sim.faults.add("klaviyo", "list_profiles", "slow", None, delay=0.3)
+    DataConnection.update(last_sync_at=utcnow()).where(
+        DataConnection.id == manual
+    ).execute()  # not due: only the manual sync runs it
+    scheduler = make(fleet, events)
+    scheduler.start()
+    syncing = asyncio.ensure_future(asyncio.to_thread(fleet.services.sync_now, manual))
+    await until(lambda: any(run.fetched for run in runs(manual)))
+    await asyncio.to_thread(fleet.services.resume, scheduled)
+    scheduler.refresh()
+    await polls(3)
+    assert runs(scheduled) == []  # its account is busy with the manual sync
+
+    await syncing
+    await until(lambda: finished(scheduled) == 1)
+    await stop(scheduler)
+    (manual_run,) = runs(manual)
+    assert manual_run.finished_at <= runs(scheduled)[0].started_at
+    assert "skipped_busy" not in events.kinds()

@@ -141,13 +141,8 @@ def _recover(services: Any) -> None:
     except Exception as error:  # the next sync of that connection tries again
         log.error("could not recover interrupted runs: %s", error)
         return
-    for run in recovered:
-        log.warning(
-            "recovered run %s of data connection %s: %s",
-            run.id,
-            run.connection_id,
-            run.status,
-        )
+    if recovered:
+        log.info("recovered %d interrupted run(s)", len(recovered))
 
 
 def _make_scheduler(services: Any) -> Any:

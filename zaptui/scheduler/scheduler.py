@@ -68,7 +68,11 @@ class _InFlight:
 
 
 class SyncScheduler:
-    """Polls the active data connections and syncs each when it is due."""
+    """Polls the active data connections and syncs each when it is due.
+
+    `on_event` is always called from a worker thread, never from the event
+    loop, so a console may hand it on with `app.call_from_thread`.
+    """
 
     def __init__(
         self,

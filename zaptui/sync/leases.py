@@ -229,12 +229,20 @@ def claim_due(
     (`still_due` decides on the fresh row). A candidate whose connection or
     account another process holds is skipped and listed as busy, and so is
     every later candidate of that account: the walk moves on to free work.
+    One that a thread of this process holds is skipped without being listed.
     """
     claim = Claim()
     busy_accounts: set[int] = set()
     for candidate in candidates:
         account_id = candidate.account_id
-        if account_id in busy_accounts or not _looks_free(candidate, owner):
+        if account_id in busy_accounts:
+            claim.busy.append(candidate.id)
+            continue
+        if held_in_this_process(Account, account_id) or held_in_this_process(
+            DataConnection, candidate.id
+        ):
+            continue  # a sync of this process has it: not another's, not busy
+        if not _looks_free(candidate, owner):
             claim.busy.append(candidate.id)
             busy_accounts.add(account_id)
             continue
@@ -261,11 +269,9 @@ def claim_due(
 def _looks_free(candidate: DataConnection, owner: str) -> bool:
     """From the unlocked read: whether neither hold is visibly taken."""
     account = candidate.account
-    return (
-        is_free(candidate.lease_owner, candidate.lease_expires_at, owner)
-        and is_free(account.lease_owner, account.lease_expires_at, owner)
-        and not held_in_this_process(Account, account.id)
-    )
+    return is_free(
+        candidate.lease_owner, candidate.lease_expires_at, owner
+    ) and is_free(account.lease_owner, account.lease_expires_at, owner)
 
 
 def _claim_one(
