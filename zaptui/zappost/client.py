@@ -598,7 +598,7 @@ class ZapPostClient:
                 request_headers=dict(request.headers),
                 request_body=summary() if summary else None,
                 response_headers=dict(response.headers) if response else {},
-                response_body=response.text if response is not None else None,
+                response_body=response.content if response is not None else None,
                 error=self._clean(f"{type(error).__name__}: {error}") if error else "",
             )
         )
@@ -620,7 +620,7 @@ class ZapPostClient:
         """
         try:
             if lean:
-                return json.loads(response.text, object_hook=_accepted_entry)
+                return json.loads(response.content, object_hook=_accepted_entry)
             return response.json()
         except ValueError:
             raise ZapPostError(
