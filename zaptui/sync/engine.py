@@ -72,7 +72,7 @@ from zaptui.zappost.errors import Unauthorized as ZapUnauthorized
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 100
-SUBMIT_CHUNK = 1000
+SUBMIT_CHUNK = 250
 HEARTBEAT_SECONDS = 10.0
 UNFINISHED = ("running",)
 MAX_PROFILE_ID = 64  # Klaviyo's ids are 26 characters
