@@ -298,6 +298,34 @@ def test_a_failed_write_back_is_listed_and_the_sync_still_succeeds(
     assert world.sim.klaviyo.location_updates == []
 
 
+class Crash(BaseException):
+    """The process ending at a given point, as a kill would end it."""
+
+
+def test_corrections_left_pending_by_an_ended_process_are_written_next_time(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    connection = world.connect()
+    sync(world, connection.id)
+    _, fixable = corrected_world(world)
+    world.services.set_setting("fix_address_data", True)
+
+    def crash(*args: object) -> None:
+        raise Crash
+
+    with monkeypatch.context() as patch:
+        patch.setattr("zaptui.sync.engine.write_back_addresses", crash)
+        with pytest.raises(Crash):
+            sync(world, connection.id)
+    assert world.sim.klaviyo.location_updates == []
+    nothing_new = sync(world, connection.id)
+
+    assert nothing_new.imported == 0
+    updated = sorted(u.profile_id for u in world.sim.klaviyo.location_updates)
+    assert updated == sorted(fixable)
+    assert len(world.mailed()) == 240 + 9
+
+
 def test_hold_back_skips_people_mailed_by_another_connection(world: World) -> None:
     shared = world.members.mailable[:20]
     book_club = world.sim.klaviyo.add_source(world.acme, "list", "Test list")

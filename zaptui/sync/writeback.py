@@ -79,6 +79,9 @@ async def _write_one(
                 "campaign_name": run.campaign_name,
                 "data_connection": run.connection_name,
             },
+            # Klaviyo keeps one event per id: a write-back repeated after a
+            # crash does not record the correction twice.
+            unique_id=f"{run.reference}:{row.profile_id}",
         )
     except KlaviyoError as error:
         correction["write_back"] = f"failed: {error}"
