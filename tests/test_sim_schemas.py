@@ -1,6 +1,6 @@
 """Every Klaviyo simulator answer, checked against Klaviyo's own OpenAPI slices.
 
-The slices (/work/shared/reference/klaviyo-openapi, or $ZAPTUI_KLAVIYO_OPENAPI)
+The slices (tests/data/klaviyo-openapi, or $ZAPTUI_KLAVIYO_OPENAPI)
 are OpenAPI 3.0 documents. Their schemas become JSON Schema here: `nullable`
 turns into a null alternative, `$ref`s resolve against the document itself, and
 `date-time` and `uri` formats are checked. One relaxation, on purpose: the
@@ -34,7 +34,9 @@ from zaptui.sim.server import SimWorld
 from zaptui.store.models import ApiLogEntry
 
 SLICES = Path(
-    os.environ.get("ZAPTUI_KLAVIYO_OPENAPI", "/work/shared/reference/klaviyo-openapi")
+    os.environ.get(
+        "ZAPTUI_KLAVIYO_OPENAPI", Path(__file__).parent / "data" / "klaviyo-openapi"
+    )
 )
 OPERATIONS = (
     "get_accounts",
