@@ -243,6 +243,7 @@ def run_round(
         DataConnection.update(status="active", resumed_at=now).execute()
         wait(lambda: finished() >= len(ids), 1800, "every sync")
         seconds = time.perf_counter() - started
+        cpu = sum(cpu_seconds(process.pid) for process in processes)
     finally:
         for process in processes:
             process.send_signal(signal.SIGTERM)
@@ -254,7 +255,16 @@ def run_round(
                 errors.append(log.read()[-2000:])
     if errors:
         raise SystemExit("a worker did not stop cleanly:\n" + "\n".join(errors))
-    return check_round(ids, seconds, workers)
+    return check_round(ids, seconds, workers) | {"cpu": cpu}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU a process has used so far (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def finished() -> int:
@@ -367,7 +377,8 @@ def main() -> None:
             print(
                 f"  {workers} worker(s): {result['runs']} runs in "
                 f"{result['seconds']:6.1f} s = {result['per_minute']:6.0f} runs/min "
-                f"(runs per worker {result['share']})",
+                f"(runs per worker {result['share']}; worker CPU "
+                f"{result['cpu'] / result['runs'] * 1000:.0f} ms per run)",
                 flush=True,
             )
     finally:

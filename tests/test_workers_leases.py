@@ -77,11 +77,7 @@ def _race(url: str, kind: str, args: tuple, barrier, results, index: int) -> Non
                 won = leases.acquire_for_sync(connection_id, account_id, owner)
                 results.put((index, connection_id if won else None))
             else:
-                rows = list(
-                    DataConnection.select(DataConnection, Account)
-                    .join(Account)
-                    .where(DataConnection.id << list(args))
-                )
+                rows = leases.read_candidates(DataConnection.id << list(args))
                 claim = leases.claim_due(
                     due_connections(rows, 24, utcnow()),
                     owner,
@@ -228,7 +224,7 @@ def test_claim_skips_busy_accounts_and_takes_free_work(db) -> None:
     Account.update(
         lease_owner="far-host:9:z", lease_expires_at=utcnow() + timedelta(minutes=1)
     ).where(Account.id == busy.id).execute()
-    rows = list(DataConnection.select(DataConnection, Account).join(Account))
+    rows = leases.read_candidates()
     ordered = busy_rows + free_rows
     candidates = sorted(rows, key=lambda row: [c.id for c in ordered].index(row.id))
 
@@ -242,7 +238,7 @@ def test_claim_skips_busy_accounts_and_takes_free_work(db) -> None:
 
 def test_claim_looks_again_at_a_connection_synced_meanwhile(db) -> None:
     account, (connection,) = make_account("A", 1)
-    candidates = list(DataConnection.select(DataConnection, Account).join(Account))
+    candidates = leases.read_candidates()
     assert is_due(candidates[0], 24, utcnow())
     # Another process syncs it between the read and the claim.
     DataConnection.update(last_sync_at=utcnow()).execute()
@@ -254,6 +250,22 @@ def test_claim_looks_again_at_a_connection_synced_meanwhile(db) -> None:
     assert claim.connection is None
     assert DataConnection.get_by_id(connection.id).lease_owner is None
     assert not leases.held_in_this_process(DataConnection, connection.id)
+
+
+def test_candidates_carry_both_holds_as_read(db) -> None:
+    account, (connection,) = make_account("A", 1)
+    expires = utcnow() + timedelta(minutes=1)
+    Account.update(lease_owner="far-host:9:z", lease_expires_at=expires).execute()
+    DataConnection.update(status="paused").where(
+        DataConnection.id != connection.id
+    ).execute()
+
+    (candidate,) = leases.read_candidates()
+
+    assert (candidate.id, candidate.account_id) == (connection.id, account.id)
+    assert candidate.account_lease_owner == "far-host:9:z"
+    assert candidate.account_lease_expires_at == expires
+    assert candidate.lease_owner is None and candidate.last_sync_at is None
 
 
 def test_lease_seconds_come_from_the_environment(monkeypatch) -> None:

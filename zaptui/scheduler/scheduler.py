@@ -29,7 +29,7 @@ from zaptui import settings
 from zaptui.apilog import redact_text
 from zaptui.clock import utcnow
 from zaptui.scheduler import alerts, heartbeat, pruning
-from zaptui.scheduler.due import EARLIEST, due_at, due_connections, is_due
+from zaptui.scheduler.due import EARLIEST, due_at, due_connections, is_due, period
 from zaptui.scheduler.events import SchedulerEvent
 from zaptui.services import ServiceError, Services
 from zaptui.store.models import Account, DataConnection, SyncRun
@@ -346,14 +346,11 @@ class SyncScheduler:
         with self._lock:
             here = set(self._inflight)
             accounts_here = {sync.account_id for sync in self._inflight.values()}
-        rows = (
-            DataConnection.select(DataConnection, Account)
-            .join(Account)
-            .where(DataConnection.status == "active")
-        )
+        now = utcnow()
+        rows = leases.read_candidates(_maybe_due(frequency, now))
         candidates = [
             row
-            for row in due_connections(rows, frequency, utcnow())
+            for row in due_connections(rows, frequency, now)
             if row.id not in here and row.account_id not in accounts_here
         ]
         return leases.claim_due(
@@ -557,6 +554,17 @@ class SyncScheduler:
             self.on_event(event)
         except Exception:
             log.exception("the scheduler's event handler failed")
+
+
+def _maybe_due(frequency: int, now: datetime) -> Any:
+    """A SQL filter passing every connection `due` may find due (and few
+    others), so a claim reads only the rows that matter."""
+    last = DataConnection.last_sync_at
+    return (
+        last.is_null()
+        | (last <= now - period(frequency))
+        | (DataConnection.resumed_at > last)
+    )
 
 
 def _frequency() -> int:

@@ -208,6 +208,48 @@ def acquire_for_sync(
         raise
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """An active data connection as read, unlocked, for a claim: what decides
+    whether it is due, and both holds it needs."""
+
+    id: int
+    account_id: int
+    status: str
+    created_at: datetime | None
+    resumed_at: datetime | None
+    last_sync_at: datetime | None
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    account_lease_owner: str | None
+    account_lease_expires_at: datetime | None
+
+
+def read_candidates(where: pw.Expression | None = None) -> list[Candidate]:
+    """The active data connections (and `where`) as plain rows, cheap to read."""
+    condition = DataConnection.status == "active"
+    if where is not None:
+        condition = condition & where
+    query = (
+        DataConnection.select(
+            DataConnection.id,
+            DataConnection.account.alias("account_id"),
+            DataConnection.status,
+            DataConnection.created_at,
+            DataConnection.resumed_at,
+            DataConnection.last_sync_at,
+            DataConnection.lease_owner,
+            DataConnection.lease_expires_at,
+            Account.lease_owner.alias("account_lease_owner"),
+            Account.lease_expires_at.alias("account_lease_expires_at"),
+        )
+        .join(Account)
+        .where(condition)
+        .objects(Candidate)
+    )
+    return list(query)
+
+
 @dataclass
 class Claim:
     """What a walk over due connections found: the one taken, and the busy ones."""
@@ -217,7 +259,7 @@ class Claim:
 
 
 def claim_due(
-    candidates: Iterable[DataConnection],
+    candidates: Iterable[Candidate],
     owner: str,
     still_due: Callable[[DataConnection], bool],
     seconds: int | None = None,
@@ -266,12 +308,13 @@ def claim_due(
     return claim
 
 
-def _looks_free(candidate: DataConnection, owner: str) -> bool:
+def _looks_free(candidate: Candidate, owner: str) -> bool:
     """From the unlocked read: whether neither hold is visibly taken."""
-    account = candidate.account
     return is_free(
         candidate.lease_owner, candidate.lease_expires_at, owner
-    ) and is_free(account.lease_owner, account.lease_expires_at, owner)
+    ) and is_free(
+        candidate.account_lease_owner, candidate.account_lease_expires_at, owner
+    )
 
 
 def _claim_one(
