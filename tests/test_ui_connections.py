@@ -376,3 +376,8 @@ def test_snapshot_resume_confirmation(full_demo, snap_compare):
 def test_snapshot_mapping_view(full_demo, snap_compare):
     app, run_before = snapshot_app(full_demo, "m")
     assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
+def test_snapshot_new_connection_form(full_demo, snap_compare):
+    app, run_before = snapshot_app(full_demo, "n")
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)

@@ -93,12 +93,13 @@ async def test_connect_pairs_an_account_from_a_masked_key(demo):
         await settle(pilot)
         assert not isinstance(pilot.app.screen, ConnectAccountScreen)
         names = [row[0] for row in row_texts(table_of(pilot))]
+        selected = table_of(pilot).selected_key()
         after = screen_text(pilot)
 
     books = account_named("Borough Books")
     assert books.status == "missing scope"
     assert demo.runtime.secrets.decrypt(books.api_key_encrypted) == key
-    assert "Borough Books" in names
+    assert "Borough Books" in names and selected == str(books.id)
     assert AuditEntry.get_or_none(AuditEntry.action == "account.connect")
     assert key not in typed and key[-8:] not in typed
     assert key not in after

@@ -37,6 +37,7 @@ COLUMNS = (
     ("status", "Status"),
 )
 NAME_WIDTH = 20
+RELOAD_SECONDS = 15.0
 STATE_TONES = {"active": "success", "paused": "warning", "error": "error"}
 SYNC_HELP = "the selected data connection, after saying what will be mailed"
 MAP_HELP = "which profile field fills each campaign field"
@@ -216,6 +217,8 @@ class DataConnectionsTab(Widget):
 
     def on_mount(self) -> None:
         self.reload()
+        # Other processes (a headless scheduler, the CLI) change things too.
+        self.set_interval(RELOAD_SECONDS, self.reload)
 
     def on_unmount(self) -> None:
         self._stop.set()  # syncs in flight end at their next safe point

@@ -39,6 +39,7 @@ STATUS_TONES = {
     "unreachable": "warning",
 }
 REASON_WIDTH = 18
+RELOAD_SECONDS = 15.0
 RECHECK_HELP = "ask Klaviyo whether the selected account's key works"
 DISCONNECT_HELP = "the selected account, removing its data connections"
 
@@ -113,6 +114,7 @@ class IntegrationStatusTab(Widget):
         super().__init__(id=id)
         self.services = services
         self.rows: dict[str, AccountRow] = {}
+        self._select_after_load: str | None = None
 
     def compose(self) -> ComposeResult:
         yield KeyedTable(COLUMNS, id="accounts-table")
@@ -120,6 +122,8 @@ class IntegrationStatusTab(Widget):
 
     def on_mount(self) -> None:
         self.reload()
+        # A re-check or a failing sync elsewhere changes an account's status.
+        self.set_interval(RELOAD_SECONDS, self.reload)
 
     def reload(self) -> None:
         """Read the accounts again."""
@@ -156,6 +160,9 @@ class IntegrationStatusTab(Widget):
         self.rows = {str(row.id): row for row in message.rows}
         tone = theme_tone(self)
         self.table.show_rows([(str(row.id), row.cells(tone)) for row in message.rows])
+        if self._select_after_load in self.rows:
+            self.table.select_key(self._select_after_load)
+            self._select_after_load = None
         self._show_detail()
 
     def on_data_table_row_highlighted(self) -> None:
@@ -209,6 +216,7 @@ class IntegrationStatusTab(Widget):
             severity="information" if account.status == "connected" else "warning",
             markup=False,
         )
+        self._select_after_load = str(account.id)
         self.post_message(DataChanged("accounts"))
 
     def action_recheck(self) -> None:
