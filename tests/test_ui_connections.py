@@ -319,7 +319,14 @@ async def test_list_names_with_markup_and_escapes_are_shown_literally(demo):
         table = await open_tab(pilot)
         sources = [row[0] for row in row_texts(table)]
         shown = screen_text(pilot)
+        evil = DataConnection.get(DataConnection.source_name.startswith("Evil"))
+        await go_to_row(pilot, table, str(evil.id))
+        await pilot.press("p", "y")
+        await settle(pilot)
+        toasts = [n.message for n in pilot.app._notifications]
 
+    assert "Evil␛]52;c;Zm9v␇list paused." in toasts
+    assert not any("\x1b" in message for message in toasts)
     assert "[bold red]x[/]" in sources
     assert "Evil␛]52;c;Zm9v␇list" in sources
     assert "[bold red]x[/]" in shown

@@ -22,7 +22,7 @@ from zaptui.ui.header import ConsoleHeader
 from zaptui.ui.help import HelpScreen, KeySection, binding_lines
 from zaptui.ui.messages import DataChanged
 from zaptui.ui.paths import stylesheets
-from zaptui.ui.tabs import Command, report_worker_failure
+from zaptui.ui.tabs import Command, report_worker_failure, toast
 from zaptui.ui.tabs.connections import DataConnectionsTab
 from zaptui.ui.tabs.history import SyncHistoryTab
 from zaptui.ui.tabs.logs import LogsTab
@@ -84,8 +84,7 @@ class ServicesReady(Message):
 
 
 class ZapTuiApp(App[int]):
-    """The operator console: Integration Status, Data Connections, Sync History,
-    Settings and Logs, keyboard first."""
+    """The operator console over the services: five tabs, keyboard first."""
 
     TITLE = "zaptui"
     CSS_PATH = stylesheets()
@@ -264,10 +263,10 @@ class ZapTuiApp(App[int]):
             scheduler.start()
         except Exception as error:  # the console works without it
             log.exception("the scheduler did not start")
-            self.notify(
+            toast(
+                self,
                 f"The scheduler did not start: {error}",
                 severity="error",
-                markup=False,
             )
             return
         self.scheduler = scheduler
@@ -287,11 +286,11 @@ class ZapTuiApp(App[int]):
 
     def on_scheduler_notice(self, message: SchedulerNotice) -> None:
         event = message.event
-        self.notify(
+        toast(
+            self,
             str(event.message),
             title="Scheduler",
             severity=EVENT_SEVERITY.get(event.kind, "information"),
-            markup=False,
         )
         connections = self.tabs.get("connections")
         if isinstance(connections, DataConnectionsTab) and event.connection_id:

@@ -12,7 +12,10 @@ import logging
 from collections.abc import Callable
 
 from textual.dom import DOMNode
+from textual.notifications import SeverityLevel
 from textual.worker import Worker, WorkerState
+
+from zaptui.ui.text import clean
 
 log = logging.getLogger(__name__)
 
@@ -38,15 +41,32 @@ def plural(count: int, noun: str) -> str:
     return f"{count:,} {noun}" if count == 1 else f"{count:,} {noun}s"
 
 
+def toast(
+    node: DOMNode,
+    message: str,
+    *,
+    title: str = "",
+    severity: SeverityLevel = "information",
+    timeout: float | None = None,
+) -> None:
+    """Show a notification whose text may hold names from outside (thread-safe).
+
+    The text is shown literally: no markup, control characters made visible.
+    """
+    node.app.notify(
+        clean(message),
+        title=clean(title),
+        severity=severity,
+        timeout=timeout,
+        markup=False,
+    )
+
+
 def report_worker_failure(node: DOMNode, event: Worker.StateChanged) -> None:
     """Show a worker's unexpected failure as an error toast; the console goes on."""
     if event.state is not WorkerState.ERROR:
         return
     error = event.worker.error
     log.error("console task %s failed: %r", event.worker.name, error)
-    node.app.notify(
-        f"That did not work: {error}",
-        title="Unexpected error",
-        severity="error",
-        markup=False,
-    )
+    message = f"That did not work: {error}"
+    toast(node, message, title="Unexpected error", severity="error")

@@ -25,7 +25,7 @@ from zaptui.ui.confirm import ConfirmScreen
 from zaptui.ui.messages import DataChanged
 from zaptui.ui.screens.mapping import MappingScreen
 from zaptui.ui.screens.new_connection import NewConnectionScreen
-from zaptui.ui.tabs import Command, Tone, report_worker_failure, theme_tone
+from zaptui.ui.tabs import Command, Tone, report_worker_failure, theme_tone, toast
 from zaptui.ui.text import literal
 from zaptui.ui.widgets.keyed_table import KeyedTable
 
@@ -337,7 +337,7 @@ class DataConnectionsTab(Widget):
         if row is None:
             return
         if row.id in self.syncing:
-            self.notify(f"{row.name} is already syncing.", markup=False)
+            toast(self, f"{row.name} is already syncing.")
             return
         body = (
             f"The members of the {row.source_type} {row.source_name} who have "
@@ -417,11 +417,11 @@ class DataConnectionsTab(Widget):
         self._local.discard(row.id)
         if run is None:
             if message.refusal:
-                self.notify(
+                toast(
+                    self,
                     message.refusal,
                     title=f"{row.name} was not synced",
                     severity="error",
-                    markup=False,
                 )
             self.reload()
             return
@@ -434,11 +434,11 @@ class DataConnectionsTab(Widget):
             lines.append(f"Submission {run.submission_id}.")
         if run.error:
             lines.append(run.error)
-        self.notify(
+        toast(
+            self,
             " ".join(lines),
             title=f"{row.name}: sync {run.status}",
             severity=RESULT_SEVERITY.get(run.status, "information"),
-            markup=False,
             timeout=10,
         )
         self.post_message(DataChanged("runs"))
@@ -451,7 +451,7 @@ class DataConnectionsTab(Widget):
         if row is None:
             return
         if row.state == "paused":
-            self.notify(f"{row.name} is already paused.", markup=False)
+            toast(self, f"{row.name} is already paused.")
             return
         body = (
             f"{row.name} will not be synced until it is resumed.\n\n"
@@ -469,7 +469,7 @@ class DataConnectionsTab(Widget):
         if row is None:
             return
         if row.state != "paused":
-            self.notify(f"{row.name} is not paused.", markup=False)
+            toast(self, f"{row.name} is not paused.")
             return
         body = (
             f"{row.name} will be synced again on the schedule.\n\n"
@@ -527,10 +527,10 @@ class DataConnectionsTab(Widget):
         try:
             change(row.id)
         except ServiceError as error:
-            self.app.notify(str(error), severity="error", markup=False)
+            toast(self, str(error), severity="error")
             return
         self.results.pop(row.id, None)
-        self.app.notify(f"{row.name} {done}.", markup=False)
+        toast(self, f"{row.name} {done}.")
         self.post_message(DataChanged("connections"))
 
     # -- map data, new connection --------------------------------------------
@@ -548,10 +548,10 @@ class DataConnectionsTab(Widget):
     def _created(self, connection: DataConnection | None) -> None:
         if connection is None:
             return
-        self.notify(
+        toast(
+            self,
             f"Created data connection {connection.name}.",
             title="Data connection created",
-            markup=False,
         )
         self._select_after_load = str(connection.id)
         self.post_message(DataChanged("connections"))
@@ -559,7 +559,8 @@ class DataConnectionsTab(Widget):
     def _require_row(self, verb: str) -> ConnectionRow | None:
         row = self.selected()
         if row is None:
-            self.notify(
+            toast(
+                self,
                 f"There is no data connection to {verb}: press n to create one.",
                 severity="warning",
             )

@@ -20,7 +20,14 @@ from zaptui.store.models import Account
 from zaptui.ui.confirm import ConfirmScreen
 from zaptui.ui.messages import DataChanged
 from zaptui.ui.screens.connect_account import ConnectAccountScreen
-from zaptui.ui.tabs import Command, Tone, plural, report_worker_failure, theme_tone
+from zaptui.ui.tabs import (
+    Command,
+    Tone,
+    plural,
+    report_worker_failure,
+    theme_tone,
+    toast,
+)
 from zaptui.ui.text import literal
 from zaptui.ui.widgets.keyed_table import KeyedTable
 
@@ -210,11 +217,11 @@ class IntegrationStatusTab(Widget):
     def _connected(self, account: Account | None) -> None:
         if account is None:
             return
-        self.notify(
+        toast(
+            self,
             f"Paired Klaviyo account {account.name} ({account.status}).",
             title="Account connected",
             severity="information" if account.status == "connected" else "warning",
-            markup=False,
         )
         self._select_after_load = str(account.id)
         self.post_message(DataChanged("accounts"))
@@ -223,7 +230,7 @@ class IntegrationStatusTab(Widget):
         """Ask Klaviyo again whether the selected account's key works."""
         row = self._require_row("re-check")
         if row is not None:
-            self.notify(f"Checking {row.name} with Klaviyo…", markup=False, timeout=3)
+            toast(self, f"Checking {row.name} with Klaviyo…", timeout=3)
             self._recheck(row.id)
 
     @work(thread=True, exclusive=True, group="status-action", exit_on_error=False)
@@ -231,16 +238,16 @@ class IntegrationStatusTab(Widget):
         try:
             account = self.services.recheck_account(account_id)
         except ServiceError as error:
-            self.app.notify(str(error), severity="error", markup=False)
+            toast(self, str(error), severity="error")
             return
         message = f"{account.name}: {account.status}"
         if account.status_reason:
             message += f" ({account.status_reason})"
-        self.app.notify(
+        toast(
+            self,
             message,
             title="Re-checked",
             severity="information" if account.status == "connected" else "error",
-            markup=False,
         )
         self.post_message(DataChanged("accounts"))
 
@@ -277,20 +284,21 @@ class IntegrationStatusTab(Widget):
         try:
             removed = self.services.disconnect_account(row.id)
         except ServiceError as error:
-            self.app.notify(str(error), severity="error", markup=False)
+            toast(self, str(error), severity="error")
             return
-        self.app.notify(
+        toast(
+            self,
             f"Disconnected {row.name} and removed "
             f"{plural(removed, 'data connection')}.",
             title="Account disconnected",
-            markup=False,
         )
         self.post_message(DataChanged("accounts"))
 
     def _require_row(self, verb: str) -> AccountRow | None:
         row = self.selected()
         if row is None:
-            self.notify(
+            toast(
+                self,
                 f"There is no account to {verb}: press c to connect one.",
                 severity="warning",
             )
