@@ -378,7 +378,8 @@ def main() -> None:
                 f"  {workers} worker(s): {result['runs']} runs in "
                 f"{result['seconds']:6.1f} s = {result['per_minute']:6.0f} runs/min "
                 f"(runs per worker {result['share']}; worker CPU "
-                f"{result['cpu'] / result['runs'] * 1000:.0f} ms per run)",
+                f"{result['cpu'] / result['runs'] * 1000:.0f} ms per run; load "
+                f"average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)",
                 flush=True,
             )
     finally:

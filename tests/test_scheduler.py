@@ -399,7 +399,7 @@ async def test_a_manual_sync_here_waits_for_the_scheduled_sync_of_its_account(
 async def test_the_scheduler_leaves_an_account_alone_while_a_manual_sync_runs(
     fleet, events
 ) -> None:
-    manual, scheduled = fleet.pair(1, 2, members=150)
+    manual, scheduled = fleet.pair(1, 2, members=450)
     DataConnection.update(status="paused").where(
         DataConnection.id == scheduled
     ).execute()
@@ -413,12 +413,11 @@ async def test_the_scheduler_leaves_an_account_alone_while_a_manual_sync_runs(
     await until(lambda: any(run.fetched for run in runs(manual)))
     await asyncio.to_thread(fleet.services.resume, scheduled)
     scheduler.refresh()
-    await polls(3)
-    assert runs(scheduled) == []  # its account is busy with the manual sync
 
     await syncing
     await until(lambda: finished(scheduled) == 1)
     await stop(scheduler)
     (manual_run,) = runs(manual)
-    assert manual_run.finished_at <= runs(scheduled)[0].started_at
+    (scheduled_run,) = runs(scheduled)
+    assert manual_run.finished_at <= scheduled_run.started_at
     assert "skipped_busy" not in events.kinds()

@@ -112,6 +112,7 @@ class SyncScheduler:
         # housekeeping that looks at every connection. A dispatch woken by a
         # finished sync only claims the next one.
         self._look_around = True
+        self._frequency: int | None = None  # re-read at each poll and refresh
 
     # -- the contract ------------------------------------------------------------
 
@@ -282,11 +283,10 @@ class SyncScheduler:
 
     async def _dispatch(self) -> None:
         """Claim and start due syncs until the slots are full or none is free."""
-        if self._look_around:
+        if self._look_around or self._frequency is None:
             self._look_around = False
-            frequency = await asyncio.to_thread(self._housekeep)
-        else:
-            frequency = await asyncio.to_thread(_frequency)
+            self._frequency = await asyncio.to_thread(self._housekeep)
+        frequency = self._frequency
         while not self._closing and len(self._futures) < self.parallel:
             if not await self._start_one(frequency):
                 return
@@ -385,8 +385,14 @@ class SyncScheduler:
         try:
             self._sync(sync, frequency)
         finally:
-            leases.release(DataConnection, sync.connection_id, self.owner)
-            leases.release(Account, sync.account_id, self.owner)
+            # The engine gives its holds back; these are left only if it never
+            # took them (refused, or the connection was removed meanwhile).
+            for model, row_id in (
+                (DataConnection, sync.connection_id),
+                (Account, sync.account_id),
+            ):
+                if leases.held_in_this_process(model, row_id):
+                    leases.release(model, row_id, self.owner)
             with self._lock:
                 self._inflight.pop(sync.connection_id, None)
 
