@@ -56,6 +56,8 @@ def _launch_demo(auto_pilot: AutoPilot | None) -> int:
     """Build a demo in a folder of its own, run the console on it, then delete it."""
     from zaptui.demo import build_demo
 
+    # TODO(demo): a demo ended by a signal (a dropped SSH connection) leaves its
+    # temporary folder behind; remove stale ones at the next start.
     with tempfile.TemporaryDirectory(prefix="zaptui-demo-") as name:
         folder = Path(name)
         key = new_key()

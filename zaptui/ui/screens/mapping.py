@@ -67,6 +67,9 @@ def mapping_lines(services: Services, connection_id: int) -> list[MappingLine]:
 class MappingScreen(ModalScreen[None]):
     """Show a data connection's mapping: campaign field -> profile field."""
 
+    # TODO(mapping-editor): let the operator change the mapping here, through
+    # Services.update_mapping, instead of only reading it.
+
     BINDINGS = [
         Binding("escape", "close", "Close"),
         Binding("q", "close", "Close", show=False),
