@@ -421,3 +421,26 @@ async def test_the_scheduler_leaves_an_account_alone_while_a_manual_sync_runs(
     (scheduled_run,) = runs(scheduled)
     assert manual_run.finished_at <= scheduled_run.started_at
     assert "skipped_busy" not in events.kinds()
+
+
+async def test_start_recovers_runs_an_ended_process_left_unfinished(
+    fleet, events
+) -> None:
+    (connection_id,) = fleet.pair(1, 1, members=2)
+    DataConnection.update(status="paused").execute()  # never due: only recovery
+    left = SyncRun.create(
+        connection=connection_id,
+        reference="zaptui-left-behind",
+        trigger="scheduled",
+        owner="gone-host:1:dead",
+        status="running",
+        phase="fetching",
+    )
+    scheduler = make(fleet, events)
+
+    scheduler.start()
+    await until(lambda: SyncRun.get_by_id(left.id).status != "running")
+    await stop(scheduler)
+
+    assert SyncRun.get_by_id(left.id).status == "interrupted"
+    assert fleet.mailed() == []

@@ -128,21 +128,9 @@ def run_headless_scheduler(args: argparse.Namespace) -> int:
         describe_url(url),
         runtime.owner,
     )
-    _recover(services)
     if once:
         return asyncio.run(_run_once(services))
     return asyncio.run(_run_until_stopped(services))
-
-
-def _recover(services: Any) -> None:
-    """Recover the runs a process that ended left unfinished."""
-    try:
-        recovered = services.recover()
-    except Exception as error:  # the next sync of that connection tries again
-        log.error("could not recover interrupted runs: %s", error)
-        return
-    if recovered:
-        log.info("recovered %d interrupted run(s)", len(recovered))
 
 
 def _make_scheduler(services: Any) -> Any:

@@ -185,6 +185,7 @@ class SyncScheduler:
         self._start_jobs(poll=False)
         assert self._wake is not None
         try:
+            await self._chore(self._recover)
             while not self._closing:
                 await self._dispatch()
                 if not self._futures:
@@ -270,6 +271,7 @@ class SyncScheduler:
 
     async def _dispatch_loop(self) -> None:
         assert self._wake is not None
+        await self._chore(self._recover)
         while not self._closing:
             await self._wake.wait()
             self._wake.clear()
@@ -314,6 +316,12 @@ class SyncScheduler:
             log.error("scheduled sync crashed: %s", future.exception())
         if self._wake is not None:
             self._wake.set()
+
+    def _recover(self) -> None:
+        """At start-up: finish the runs a process that ended left unfinished."""
+        recovered = self.services.recover()
+        if recovered:
+            log.info("recovered %d interrupted run(s)", len(recovered))
 
     def _housekeep(self) -> int:
         """Each poll: read the frequency, stop syncs of connections paused or
