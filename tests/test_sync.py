@@ -20,6 +20,7 @@ from sync_world import (
 )
 
 from zaptui.clock import utcnow
+from zaptui.domain.address import Address, VerificationResult
 from zaptui.sim.zappost import field_definition
 from zaptui.store.models import (
     ApiLogEntry,
@@ -55,8 +56,9 @@ def test_first_sync_mails_every_mailable_member_once(world: World) -> None:
         0,
     )
     assert run.started_at <= run.finished_at
-    assert run.submission_id == world.sim.zappost.submissions()[0].id
-    assert run.reference.startswith("zaptui-")
+    (submission,) = world.sim.zappost.submissions()
+    assert run.submission_id == submission.id
+    assert submission.reference == run.reference
 
 
 def test_each_failed_profile_is_listed_with_its_reason(world: World) -> None:
@@ -75,6 +77,37 @@ def test_each_failed_profile_is_listed_with_its_reason(world: World) -> None:
     assert "town is missing" in reasons
     assert "more than 35" in reasons
     assert "is outside the UK" in reasons
+
+
+class GoneAway:
+    """An address check plugged into cleansing, as a gone-away file would be."""
+
+    def __init__(self, postcodes: set[str]) -> None:
+        self.postcodes = postcodes
+
+    def verify(self, address: Address) -> VerificationResult:
+        if address.postcode in self.postcodes:
+            return VerificationResult(None, ("the addressee has gone away",))
+        return VerificationResult(address)
+
+
+def test_a_plugged_in_verifier_rejects_addresses_with_its_reason(
+    world: World,
+) -> None:
+    gone = world.members.mailable[:3]
+    postcodes = {
+        world.sim.klaviyo.profiles[p].attributes["location"]["zip"] for p in gone
+    }
+    world.runtime = replace(world.runtime, address_verifier=GoneAway(postcodes))
+    connection = world.connect()
+
+    run = sync(world, connection.id)
+
+    rows = outcomes(run)
+    rejected = {p for p, row in rows.items() if "gone away" in row.reason}
+    assert set(gone) <= rejected
+    assert not rejected & set(world.mailed())
+    assert run.imported == 240 - len(rejected)
 
 
 def test_submission_link_opens_the_submission_in_zappost(world: World) -> None:
