@@ -63,6 +63,7 @@ from zaptui.store.models import (
     SyncRun,
     database_proxy,
 )
+from zaptui.store.secrets import SecretKeyError
 from zaptui.sync import leases
 from zaptui.sync.writeback import write_back_addresses
 from zaptui.zappost.client import SubmissionResult
@@ -310,6 +311,7 @@ class SyncEngine:
                 KlaviyoError,
                 ZapPostError,
                 ConfigurationError,
+                SecretKeyError,
                 RunFailed,
                 httpx.HTTPError,
             ) as error:
@@ -319,6 +321,7 @@ class SyncEngine:
                 fail_run(run.id, f"unexpected error: {error}", error)
             run = SyncRun.get_by_id(run.id)
             _log_finish(run)
+            self._report(_progress_of(run))
             return run
         finally:
             leases.release(DataConnection, connection.id, owner)
@@ -420,7 +423,6 @@ class SyncEngine:
             mark_unconfirmed(run.id, str(error) or type(error).__name__)
             return False
         finalize(run.id, result)
-        self._report(_progress_of(SyncRun.get_by_id(run.id)))
         return True
 
     async def _write_back(
