@@ -388,10 +388,13 @@ class SyncScheduler:
         sync = _InFlight(connection.id, connection.account_id, connection.name)
         with self._lock:
             self._inflight[connection.id] = sync
+            if self._closing:  # shutdown came while this claim was being made
+                sync.stop.set()
         claimed.set_result(connection.id)
         self._report_busy(claim.busy, complete=False)
         try:
-            self._sync(sync, frequency)
+            if not sync.stop.is_set():
+                self._sync(sync, frequency)
         finally:
             # The engine gives its holds back; these are left only if it never
             # took them (refused, or the connection was removed meanwhile).
@@ -432,7 +435,16 @@ class SyncScheduler:
             )
             return
         except (SyncRefused, ServiceError) as error:
-            log.info("%s was not synced: %s", label, error)
+            # Paused or removed since the claim, or refused by the engine: the
+            # sync announced above ends here, without a run.
+            self._emit(
+                SchedulerEvent(
+                    "sync_finished",
+                    sync.connection_id,
+                    f"Sync of {label} did not run: {error}",
+                ),
+                logging.WARNING,
+            )
             return
         except Exception as error:
             self._count_failure()
