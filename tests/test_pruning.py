@@ -108,6 +108,8 @@ def test_old_log_entries_and_outcomes_go_and_history_and_ledger_stay(db) -> None
     old = run_with_outcomes(conn, 40 * DAY, 30)
     recent = run_with_outcomes(conn, 5 * DAY, 20)
     unfinished = run_with_outcomes(conn, 40 * DAY, 10, status="running")
+    unconfirmed = run_with_outcomes(conn, 40 * DAY, 6, status="failed")
+    SyncRun.update(phase="submitting").where(SyncRun.id == unconfirmed.id).execute()
     api_calls(40 * DAY, 25)
     api_calls(1 * DAY, 5)
 
@@ -117,9 +119,10 @@ def test_old_log_entries_and_outcomes_go_and_history_and_ledger_stay(db) -> None
     assert outcomes_of(old) == 0
     assert outcomes_of(recent) == 20
     assert outcomes_of(unfinished) == 10  # recovery resends its staged records
-    assert SyncRun.select().count() == 3
+    assert outcomes_of(unconfirmed) == 6  # its submission is still to confirm
+    assert SyncRun.select().count() == 4
     assert SyncRun.get_by_id(old.id).imported == 30
-    assert SubmittedProfile.select().count() == 50
+    assert SubmittedProfile.select().count() == 56
     assert ApiLogEntry.select().count() == 5
 
 

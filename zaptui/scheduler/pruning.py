@@ -6,25 +6,31 @@ batch at a time in short transactions with a pause between them, so a sync
 waiting for the SQLite write lock gets it between two batches. The run rows
 (the sync history), submissions and the SubmittedProfile ledger (which
 de-duplication needs) are kept, and so are the outcomes of a run that is not
-finished: recovery resends its staged records.
+finished or whose submission is unconfirmed: recovery resends its staged
+records.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+
+import peewee as pw
 
 from zaptui import settings
 from zaptui.clock import utcnow
 from zaptui.store.models import (
     ApiLogEntry,
+    BaseModel,
     ProfileOutcome,
     SchedulerMark,
     SyncRun,
     database_proxy,
 )
+from zaptui.sync.engine import needs_recovery
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +83,7 @@ def prune(
     )
     old_runs = SyncRun.select(SyncRun.id).where(
         (SyncRun.status << FINISHED)
+        & ~needs_recovery()
         & SyncRun.finished_at.is_null(False)
         & (SyncRun.finished_at < before)
     )
@@ -93,7 +100,9 @@ def prune(
     return Pruned(api_log_entries=api_log, profile_outcomes=outcomes)
 
 
-def _in_batches(select_batch, model, pause: float) -> int:
+def _in_batches(
+    select_batch: Callable[[], pw.ModelSelect], model: type[BaseModel], pause: float
+) -> int:
     """Delete the rows a query names, one short transaction per batch."""
     deleted = 0
     while True:
