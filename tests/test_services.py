@@ -69,6 +69,15 @@ def test_a_key_without_a_scope_connects_as_missing_scope(world: World) -> None:
     assert "segments" in account.status_reason
 
 
+def test_a_key_without_segments_read_still_lists_its_lists(world: World) -> None:
+    books = world.sim.klaviyo.account("Borough Books")
+    account = world.services.connect_account(books.private_key)
+
+    sources = world.services.sources(account.id)
+
+    assert [(s.type, s.name) for s in sources] == [("list", "Book Club")]
+
+
 def test_a_revoked_key_is_refused_as_unauthorised(world: World) -> None:
     closed = world.sim.klaviyo.account("Closed Shop Ltd")
 

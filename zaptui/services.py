@@ -18,6 +18,7 @@ import httpx
 
 from zaptui import settings
 from zaptui.clock import utcnow
+from zaptui.domain.address import NotText, clean_text
 from zaptui.domain.mapping import (
     campaign_fields,
     suggest_mapping,
@@ -25,7 +26,13 @@ from zaptui.domain.mapping import (
     validate_mapping,
 )
 from zaptui.klaviyo.client import KlaviyoClient
-from zaptui.klaviyo.errors import KlaviyoError, MissingScope, Unauthorized
+from zaptui.klaviyo.errors import (
+    KlaviyoError,
+    MissingScope,
+    Throttled,
+    Unauthorized,
+    Unavailable,
+)
 from zaptui.runtime import Runtime
 from zaptui.store.models import (
     Account,
@@ -80,7 +87,22 @@ def _snapshot(model: Any, *fields: str) -> dict[str, Any]:
 def _plain(value: Any) -> Any:
     if hasattr(value, "isoformat"):
         return value.isoformat()
+    if isinstance(value, str):
+        # Names from Klaviyo are stored and shown as one line of plain text.
+        try:
+            return clean_text(value)[0]
+        except NotText:
+            return ""
     return value
+
+
+def _source(kind: str, item: Any) -> Source | None:
+    """A list or segment resource from Klaviyo, or None when it has no id."""
+    if not isinstance(item, dict) or not item.get("id"):
+        return None
+    attributes = item.get("attributes")
+    name = attributes.get("name") if isinstance(attributes, dict) else ""
+    return Source(kind, str(item["id"]), _plain(str(name or "")))
 
 
 async def _read_one_member(
@@ -172,19 +194,25 @@ class Services:
                 f"the key cannot read the account (missing scope): {error}; give "
                 "it the accounts:read scope"
             ) from None
-        except (KlaviyoError, httpx.HTTPError) as error:
+        except (Unavailable, Throttled, httpx.HTTPError) as error:
             raise ServiceError(
                 f"Klaviyo could not be reached (unreachable): {error}; check the "
                 "network and try again"
             ) from None
-        klaviyo_id = str(resource.get("id", ""))
-        attributes = resource.get("attributes") or {}
-        contact = attributes.get("contact_information") or {}
-        name = (
+        except KlaviyoError as error:
+            raise ServiceError(f"Klaviyo did not answer the check: {error}") from None
+        klaviyo_id = _plain(str(resource.get("id", "")))
+        attributes = resource.get("attributes")
+        attributes = attributes if isinstance(attributes, dict) else {}
+        contact = attributes.get("contact_information")
+        contact = contact if isinstance(contact, dict) else {}
+        name = _plain(
             contact.get("organization_name")
             or contact.get("default_sender_name")
             or klaviyo_id
         )
+        if not klaviyo_id:
+            raise ServiceError("Klaviyo answered the account call without an id")
         encrypted = self.runtime.secrets.encrypt(api_key)
         now = utcnow()
         with database_proxy.atomic():
@@ -267,19 +295,17 @@ class Services:
         async def fetch() -> list[Source]:
             async with self.runtime.klaviyo(api_key) as client:
                 lists = await client.get_lists()
-                segments = await client.get_segments()
+                try:
+                    segments = await client.get_segments()
+                except MissingScope as error:
+                    # A key without segments:read can still sync its lists.
+                    log.info("no segments for account %s: %s", account.id, error)
+                    segments = []
             return [
-                Source(
-                    "list", item["id"], (item.get("attributes") or {}).get("name", "")
-                )
-                for item in lists
-            ] + [
-                Source(
-                    "segment",
-                    item["id"],
-                    (item.get("attributes") or {}).get("name", ""),
-                )
-                for item in segments
+                source
+                for kind, items in (("list", lists), ("segment", segments))
+                for source in (_source(kind, item) for item in items)
+                if source is not None
             ]
 
         try:
