@@ -767,7 +767,9 @@ class _Stager:
             .where(
                 (ProfileOutcome.run << earlier_runs)
                 & (ProfileOutcome.profile_id << [p.id for p in profiles])
-                & (ProfileOutcome.outcome == "failed")
+                # Wrapped so that SQLite looks rows up by (run, profile id)
+                # instead of walking every failure of every run.
+                & (pw.fn.LOWER(ProfileOutcome.outcome) == "failed")
             )
             .tuples()
         )

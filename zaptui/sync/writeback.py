@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
 from datetime import timedelta
 from typing import Any
 
@@ -23,7 +22,7 @@ import peewee as pw
 from zaptui.clock import utcnow
 from zaptui.domain.address import Address, to_klaviyo_location
 from zaptui.klaviyo.errors import KlaviyoError
-from zaptui.store.models import ProfileOutcome, SyncRun
+from zaptui.store.models import ProfileOutcome, SyncRun, database_proxy
 
 log = logging.getLogger(__name__)
 
@@ -97,48 +96,54 @@ async def _write_one(
 async def write_back_addresses(run_id: int, connection_id: int, klaviyo: Any) -> int:
     """Write back the connection's pending corrections; returns how many failed."""
     since = utcnow() - timedelta(days=PENDING_DAYS)
-    runs = {
-        run.id: run
-        for run in SyncRun.select().where(
-            (SyncRun.id == run_id)
-            | (
-                (SyncRun.connection == connection_id)
-                & (SyncRun.started_at >= since)
-                & SyncRun.submission_id.is_null(False)
-            )
+    runs = SyncRun.select().where(
+        (SyncRun.id == run_id)
+        | (
+            (SyncRun.connection == connection_id)
+            & (SyncRun.started_at >= since)
+            & SyncRun.submission_id.is_null(False)
         )
-    }
-    failures: Counter[int] = Counter()
+    )
+    failures = 0
+    for run in runs.order_by(SyncRun.id):
+        failures += await _write_back_run(run, klaviyo)
+    return failures
+
+
+async def _write_back_run(run: SyncRun, klaviyo: Any) -> int:
+    """Write back one run's pending corrections, a chunk at a time."""
+    failures = 0
     last_id = 0
     while True:
+        # One run at a time, in id order: SQLite walks that run's rows from
+        # where the last chunk ended and stops at the chunk's end.
         rows = list(
             ProfileOutcome.select()
             .where(
-                (ProfileOutcome.run << list(runs))
-                & (ProfileOutcome.outcome == "imported")
-                & _is_pending()
+                (ProfileOutcome.run == run.id)
                 & (ProfileOutcome.id > last_id)
+                & (pw.fn.LOWER(ProfileOutcome.outcome) == "imported")
+                & _is_pending()
             )
             .order_by(ProfileOutcome.id)
             .limit(CHUNK)
         )
         if not rows:
-            break
+            return failures
         last_id = rows[-1].id
         for start in range(0, len(rows), CONCURRENCY):
             group = rows[start : start + CONCURRENCY]
             results = await asyncio.gather(
-                *(_write_one(klaviyo, row, runs[row.run_id]) for row in group)
+                *(_write_one(klaviyo, row, run) for row in group)
             )
-            by_id = {row.id: row for row in group}
-            for row_id, correction, failed in results:
-                ProfileOutcome.update(correction=correction).where(
-                    ProfileOutcome.id == row_id
-                ).execute()
+            failed = sum(1 for _, _, did_fail in results if did_fail)
+            with database_proxy.atomic():
+                for row_id, correction, _ in results:
+                    ProfileOutcome.update(correction=correction).where(
+                        ProfileOutcome.id == row_id
+                    ).execute()
                 if failed:
-                    failures[by_id[row_id].run_id] += 1
-    for failed_run, count in failures.items():
-        SyncRun.update(
-            address_updates_failed=SyncRun.address_updates_failed + count
-        ).where(SyncRun.id == failed_run).execute()
-    return sum(failures.values())
+                    SyncRun.update(
+                        address_updates_failed=SyncRun.address_updates_failed + failed
+                    ).where(SyncRun.id == run.id).execute()
+            failures += failed
