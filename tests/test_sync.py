@@ -21,7 +21,7 @@ from sync_world import (
 
 from zaptui.clock import utcnow
 from zaptui.domain.address import Address, VerificationResult
-from zaptui.sim.zappost import field_definition
+from zaptui.sim.zappost import COMMITTED_SERVICE, field_definition
 from zaptui.store.models import (
     ApiLogEntry,
     DataConnection,
@@ -594,6 +594,24 @@ def test_sync_on_postgresql_mails_once_and_resyncs_nothing(pg_db) -> None:
 
         assert (first.imported, first.failed) == (120, len(UNMAILABLE))
         assert (again.imported, again.failed) == (0, 0)
+        assert sorted(world.mailed()) == sorted(world.members.mailable)
+        assert world.sim.zappost.duplicates() == []
+
+
+@pytest.mark.postgres
+def test_unconfirmed_submission_is_settled_once_on_postgresql(pg_db) -> None:
+    for world in build_world(seed=6, clean=60):
+        connection = world.connect()
+        world.sim.faults.add(COMMITTED_SERVICE, "submit", "html403", 1)
+        unconfirmed = sync(world, connection.id)
+        world.sim.faults.clear()
+        world.add_members(4, at=utcnow())
+
+        follow_up = sync(world, connection.id)
+
+        assert (unconfirmed.status, unconfirmed.phase) == ("failed", "submitting")
+        assert SyncRun.get_by_id(unconfirmed.id).imported == 60
+        assert follow_up.imported == 4
         assert sorted(world.mailed()) == sorted(world.members.mailable)
         assert world.sim.zappost.duplicates() == []
 
