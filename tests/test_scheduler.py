@@ -247,7 +247,9 @@ async def test_removed_connection_is_no_longer_synced(clock, fleet, events) -> N
     services = fleet.services
     scheduler = make(fleet, events)
     scheduler.start()
-    await until(lambda: finished(kept) == 1 and finished(removed) == 1)
+    await until(
+        lambda: finished(kept) == 1 and finished(removed) == 1 and not scheduler.running
+    )
 
     await asyncio.to_thread(services.remove, removed)
     scheduler.refresh()
