@@ -160,6 +160,7 @@ def send_webhook(alert: Alert, url: str | None = None) -> bool:
     url = url if url is not None else settings.get("alert_webhook_url")
     if not url:
         return False
+    # TODO(alerts): a webhook that fails is logged once and never retried.
     where = urlparse(url).netloc or "the alert webhook"
     try:
         response = httpx.post(

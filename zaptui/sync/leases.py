@@ -135,6 +135,8 @@ def _locked_row(model: Holdable, row_id: int) -> pw.Model | None:
     has it locked this instant, which is treated as busy."""
     query = model.select().where(model.id == row_id)
     if is_postgres():
+        # TODO(leases): a row locked for an instant by a renewal also reads as
+        # busy, so a manual sync can be refused at that instant; retry it.
         query = query.for_update(skip_locked=True)
     return query.first()
 
