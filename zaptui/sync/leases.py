@@ -136,7 +136,7 @@ def _locked_row(model: Holdable, row_id: int) -> pw.Model | None:
     query = model.select().where(model.id == row_id)
     if is_postgres():
         # TODO(leases): a row locked for an instant by a renewal also reads as
-        # busy, so a manual sync can be refused at that instant; retry it.
+        # busy, so a manual sync asked for at that instant is refused.
         query = query.for_update(skip_locked=True)
     return query.first()
 
