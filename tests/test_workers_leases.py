@@ -160,6 +160,7 @@ def test_two_syncs_in_one_process_never_hold_one_account(db) -> None:
         if leases.acquire_for_sync(connection.id, account.id, owner):
             with lock:
                 won.append(connection.id)
+        barrier.wait()  # a winner stays alive, as a sync does, until all tried
 
     threads = [threading.Thread(target=reach, args=(c,)) for c in connections]
     for thread in threads:
@@ -168,7 +169,9 @@ def test_two_syncs_in_one_process_never_hold_one_account(db) -> None:
         thread.join()
 
     assert len(won) == 1
-    assert leases.held_in_this_process(Account, account.id) is False  # threads ended
+    # The winner ended without giving its holds back: an ended thread holds
+    # nothing, so the next sync of this process may take them.
+    assert leases.held_in_this_process(Account, account.id) is False
     assert leases.acquire_for_sync(connections[0].id, account.id, owner)
     release_both(connections[0].id, account.id, owner)
 
