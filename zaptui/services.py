@@ -562,8 +562,10 @@ class Services:
                 "it or wait for the sync to finish, then try again"
             )
         try:
-            for run in SyncRun.select().where(
-                (SyncRun.connection == connection.id) & needs_recovery()
+            for run in list(
+                SyncRun.select().where(
+                    (SyncRun.connection == connection.id) & needs_recovery()
+                )
             ):
                 _run(recover_run(self.runtime, run))
         except RecoveryFailed as error:
