@@ -326,7 +326,7 @@ async def test_a_refresh_keeps_the_pages_loaded_and_updates_a_running_run(servic
 
 
 async def test_deep_in_the_history_new_runs_wait_for_r(services, monkeypatch):
-    monkeypatch.setattr("zaptui.ui.tabs.history.REBUILD_LIMIT", 150)
+    monkeypatch.setattr(SyncHistoryTab, "REBUILD_LIMIT", 150)
     many_runs(250)
     app = HistoryHost(services)
 

@@ -2,30 +2,19 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 
 from rich.text import Text
-from textual import events, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.message import Message
-from textual.widget import Widget
 from textual.widgets import DataTable, Static
 
 from zaptui.clock import format_utc
-from zaptui.services import Services
 from zaptui.store import queries
-from zaptui.ui.text import clean, literal
+from zaptui.ui.text import clean
+from zaptui.ui.widgets.paged_table import PagedTableTab, PageReader, ellipsis_cell
 from zaptui.ui.widgets.run_panel import RunPanel, status_text
 
-log = logging.getLogger(__name__)
-
-# Load the next page when the cursor comes within this many rows of the end.
-LOAD_AHEAD = 30
-# Reading the newest runs again redraws the table only up to this many rows;
-# deeper in the history new runs wait for "r" so the operator keeps their place.
-REBUILD_LIMIT = 1_000
 # Below this width the submission link leaves the table (the run panel has it).
 WIDE = 110
 _FIXED = {"type": 7, "ingested": 16, "profiles": 8, "status": 11}
@@ -55,13 +44,6 @@ def column_widths(width: int) -> dict[str, int]:
     return {key: _FIXED.get(key) or sizes[key] for key in keys}
 
 
-def _cell(value: object) -> Text:
-    text = literal(value)
-    text.no_wrap = True
-    text.overflow = "ellipsis"
-    return text
-
-
 def is_web_link(url: str | None) -> bool:
     """Whether a submission link is something a browser should be asked to open."""
     return bool(url) and str(url).lower().startswith(("https://", "http://"))
@@ -77,7 +59,7 @@ class RunTable(DataTable):
     BINDINGS = [Binding("enter", "select_cursor", "Details")]
 
 
-class SyncHistoryTab(Widget):
+class SyncHistoryTab(PagedTableTab[queries.RunRow]):
     """The sync history: a table of runs and a panel with one run's details."""
 
     BINDINGS = [
@@ -87,39 +69,14 @@ class SyncHistoryTab(Widget):
         Binding("r", "reload", "Refresh"),
     ]
 
-    class PageLoaded(Message):
-        """A page of runs was read.
-
-        `mode` says where it goes: "start" (the table starts again), "refresh"
-        (the newest runs again, above those already loaded) or "more" (below).
-        """
-
-        def __init__(
-            self, page: queries.Page[queries.RunRow], generation: int, mode: str
-        ) -> None:
-            super().__init__()
-            self.page = page
-            self.generation = generation
-            self.mode = mode
-
-    class LoadFailed(Message):
-        """Reading the history failed."""
-
-        def __init__(self, error: str, generation: int) -> None:
-            super().__init__()
-            self.error = error
-            self.generation = generation
-
-    def __init__(self, services: Services, *, id: str | None = None) -> None:
-        super().__init__(id=id)
-        self.services = services
-        self._rows: list[queries.RunRow] = []
-        self._by_id: dict[int, queries.RunRow] = {}
-        self._next: queries.Cursor | None = None
-        self._loading = False
-        self._newer = 0
-        self._generation = 0
-        self._widths: dict[str, int] = {}
+    TABLE_ID = "history-table"
+    SUMMARY_ID = "history-summary"
+    SOURCE = "the sync history"
+    HEADERS = _HEADERS
+    SHORT_HEADERS = _SHORT_HEADERS
+    NOUNS = ("sync run", "sync runs")
+    EMPTY_SUMMARY = "No sync runs yet: each sync of a data connection appears here."
+    SUMMARY_HINT = " · Enter for details"
 
     def compose(self) -> ComposeResult:
         yield Static("Loading sync history…", id="history-summary")
@@ -127,34 +84,21 @@ class SyncHistoryTab(Widget):
         yield RunPanel(id="run-panel")
 
     @property
-    def table(self) -> DataTable:
-        """The table of sync runs."""
-        return self.query_one("#history-table", DataTable)
-
-    @property
     def panel(self) -> RunPanel:
         """The slide-out panel with one run's details."""
         return self.query_one(RunPanel)
 
-    def on_mount(self) -> None:
-        self._read_first_page("start")
-
     def reload(self) -> None:
         """Read the newest runs again; the runs loaded below them stay."""
-        self._read_first_page("refresh")
+        super().reload()
         if self.panel.open:
             self.panel.refresh_run()
 
     def start_over(self) -> None:
         """Show the newest runs only, dropping the pages loaded below them."""
-        self._read_first_page("start")
+        super().start_over()
         if self.panel.open:
             self.panel.refresh_run()
-
-    def _read_first_page(self, mode: str) -> None:
-        self._generation += 1
-        self._loading = True
-        self._fetch(None, queries.PAGE_SIZE, self._generation, mode)
 
     def commands(self) -> list[tuple[str, str, Callable[[], object]]]:
         """Command-palette entries for this tab."""
@@ -181,171 +125,38 @@ class SyncHistoryTab(Widget):
             ),
         ]
 
-    # -- loading -------------------------------------------------------------
-
-    @work(thread=True, exclusive=True, group="history", exit_on_error=False)
-    def _fetch(
-        self,
-        after: queries.Cursor | None,
-        limit: int,
-        generation: int,
-        mode: str,
-    ) -> None:
-        try:
-            page = queries.run_page(after, limit)
-        except Exception as error:
-            log.exception("could not read the sync history")
-            self.post_message(self.LoadFailed(str(error), generation))
-            return
-        self.post_message(self.PageLoaded(page, generation, mode))
-
-    def _load_more(self) -> None:
-        if self._loading or self._next is None:
-            return
-        self._loading = True
-        self._fetch(self._next, queries.PAGE_SIZE, self._generation, "more")
-
-    def on_sync_history_tab_page_loaded(self, message: PageLoaded) -> None:
-        message.stop()
-        if message.generation != self._generation:
-            return
-        self._loading = False
-        page = message.page
-        if message.mode == "more":
-            fresh = [row for row in page.rows if row.id not in self._by_id]
-            self._rows.extend(fresh)
-            self._by_id.update((row.id, row) for row in fresh)
-            self._add_rows(fresh)
-            self._next = page.next
-        elif message.mode == "refresh":
-            self._refresh(page)
-        else:
-            self._newer = 0
-            self._show(page)
-        self._show_summary()
-        self.refresh_bindings()
-
-    def _show(self, page: queries.Page[queries.RunRow]) -> None:
-        self._rows = list(page.rows)
-        self._by_id = {row.id: row for row in page.rows}
-        self._next = page.next
-        self._rebuild()
-
-    def _refresh(self, first: queries.Page[queries.RunRow]) -> None:
-        """Fold the newest runs, read again, into what is shown."""
-        merged = queries.after_first_page(
-            first, self._rows, self._next, queries.run_cursor
-        )
-        same_runs = [row.id for row in merged.rows] == [row.id for row in self._rows]
-        if same_runs:
-            self._update_in_place(merged.rows)
-            self._next = merged.next
-        elif len(merged.rows) > REBUILD_LIMIT:
-            self._update_in_place([row for row in merged.rows if row.id in self._by_id])
-            self._newer = sum(1 for row in first.rows if row.id not in self._by_id)
-        else:
-            self._newer = 0
-            self._show(merged)
-
-    def _update_in_place(self, rows: list[queries.RunRow]) -> None:
-        """Change only the cells of runs whose values changed (status, counts)."""
-        if not self._widths:
-            return
-        theme = self.app.theme_variables
-        table = self.table
-        for row in rows:
-            if self._by_id.get(row.id) == row:
-                continue
-            self._by_id[row.id] = row
-            cells = self._cells(row, theme)
-            for key in self._widths:
-                table.update_cell(str(row.id), key, cells[key])
-        self._rows = [self._by_id[row.id] for row in self._rows]
-
-    def on_sync_history_tab_load_failed(self, message: LoadFailed) -> None:
-        message.stop()
-        if message.generation != self._generation:
-            return
-        self._loading = False
-        text = clean(f"Could not read the sync history: {message.error}")
-        self.query_one("#history-summary", Static).update(literal(text))
-        self.notify(text, severity="error", markup=False)
-
     # -- the table -----------------------------------------------------------
 
-    def on_resize(self, event: events.Resize) -> None:
-        widths = column_widths(event.size.width)
-        if widths != self._widths:
-            self._widths = widths
-            self._rebuild()
+    def page_reader(self) -> PageReader:
+        """Sync runs, newest first."""
+        return queries.run_page
 
-    def _rebuild(self) -> None:
-        """Lay the table out again, keeping the highlighted run highlighted."""
-        if not self._widths:
-            return
-        table = self.table
-        current = self._highlighted_id()
-        table.clear(columns=True)
-        for key, width in self._widths.items():
-            label = _HEADERS[key]
-            if len(label) > width:
-                label = _SHORT_HEADERS.get(key, label)
-            table.add_column(label, width=width, key=key)
-        self._add_rows(self._rows)
-        if current is not None and current in self._by_id:
-            table.move_cursor(row=table.get_row_index(str(current)), animate=False)
+    def row_cursor(self, row: queries.RunRow) -> queries.Cursor:
+        """Where a run sits in the history's order."""
+        return queries.run_cursor(row)
 
-    def _add_rows(self, rows: list[queries.RunRow]) -> None:
-        if not self._widths:
-            return
-        theme = self.app.theme_variables
-        table = self.table
-        for row in rows:
-            cells = self._cells(row, theme)
-            table.add_row(*(cells[key] for key in self._widths), key=str(row.id))
+    def column_widths(self, width: int) -> dict[str, int]:
+        """Column widths that fill the table: the link only on wide terminals."""
+        return column_widths(width)
 
-    @staticmethod
-    def _cells(row: queries.RunRow, theme: dict[str, str]) -> dict[str, Text]:
+    def row_cells(self, row: queries.RunRow, theme: dict[str, str]) -> dict[str, Text]:
+        """A run's cells by column key."""
         return {
-            "campaign": _cell(row.campaign_name or "—"),
-            "source": _cell(row.source_name or "—"),
-            "type": _cell(row.source_type or "—"),
-            "ingested": _cell(format_utc(row.started_at).removesuffix(" UTC")),
+            "campaign": ellipsis_cell(row.campaign_name or "—"),
+            "source": ellipsis_cell(row.source_name or "—"),
+            "type": ellipsis_cell(row.source_type or "—"),
+            "ingested": ellipsis_cell(format_utc(row.started_at).removesuffix(" UTC")),
             "profiles": Text(f"{row.fetched:,}", justify="right"),
-            "link": _cell(row.submission_url or "—"),
+            "link": ellipsis_cell(row.submission_url or "—"),
             "status": status_text(row.status, theme),
         }
-
-    def _show_summary(self) -> None:
-        summary = self.query_one("#history-summary", Static)
-        if not self._rows:
-            summary.update(
-                "No sync runs yet: each sync of a data connection appears here."
-            )
-            return
-        shown = len(self._rows)
-        more = " · more load as you move down" if self._next else ""
-        noun = "sync run" if shown == 1 else "sync runs"
-        newer = f" · {self._newer:,} newer: r shows them" if self._newer else ""
-        summary.update(
-            f"{shown:,} {noun}, newest first{more}{newer} · Enter for details"
-        )
-
-    def _highlighted_id(self) -> int | None:
-        table = self.table
-        if not table.row_count:
-            return None
-        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
-        return int(key.value) if key.value is not None else None
 
     def _highlighted(self) -> queries.RunRow | None:
         run_id = self._highlighted_id()
         return self._by_id.get(run_id) if run_id is not None else None
 
-    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        event.stop()
-        if event.cursor_row >= event.data_table.row_count - LOAD_AHEAD:
-            self._load_more()
+    def cursor_moved(self) -> None:
+        """The footer offers the link actions only for a run that has a link."""
         self.refresh_bindings()
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
@@ -402,7 +213,3 @@ class SyncHistoryTab(Widget):
         assert url is not None
         self.app.copy_to_clipboard(url)
         self.notify("Submission link copied to the clipboard.")
-
-    def action_reload(self) -> None:
-        """Read the history again, from the newest run."""
-        self.start_over()
