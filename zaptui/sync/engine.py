@@ -66,7 +66,7 @@ from zaptui.store.models import (
 from zaptui.store.secrets import SecretKeyError
 from zaptui.sync import leases
 from zaptui.sync.writeback import write_back_addresses
-from zaptui.zappost.client import SubmissionResult
+from zaptui.zappost.client import EncodedRecord, SubmissionResult
 from zaptui.zappost.errors import InvalidRequest, NotFound, ZapPostError
 from zaptui.zappost.errors import Unauthorized as ZapUnauthorized
 
@@ -74,6 +74,7 @@ log = logging.getLogger(__name__)
 
 PAGE_SIZE = 100
 SUBMIT_CHUNK = 250
+STAGE_ROWS = 1000  # outcomes written per transaction while fetching
 HEARTBEAT_SECONDS = 10.0
 UNFINISHED = ("running",)
 MAX_PROFILE_ID = 64  # Klaviyo's ids are 26 characters
@@ -386,6 +387,8 @@ class SyncEngine:
                     keeper.check()
             finally:
                 await pages.aclose()
+                # What was fetched is on record however the paging ended.
+                stager.store()
             stager.finish()
 
             keeper.beat()
@@ -445,8 +448,12 @@ class SyncEngine:
             log.exception("progress callback failed")
 
     async def _recover(self, connection: DataConnection) -> None:
-        for run in SyncRun.select().where(
-            (SyncRun.connection == connection.id) & needs_recovery()
+        # Read the runs first: writing while a SQLite cursor is open fails as
+        # "database is locked" when another process writes too.
+        for run in list(
+            SyncRun.select().where(
+                (SyncRun.connection == connection.id) & needs_recovery()
+            )
         ):
             await recover_run(self.runtime, run)
 
@@ -543,6 +550,8 @@ class _Stager:
         self.covered_to = connection.watermark
         self.watermark = connection.watermark
         self.fetched = self.staged = self.failed = self.skipped = self.pages = 0
+        self._unstored: list[tuple[Any, ...]] = []
+        self._stored_pages = 0
 
     def progress(self, phase: str) -> Progress:
         """The run's progress from the counts kept here."""
@@ -558,11 +567,13 @@ class _Stager:
         )
 
     async def page(self, resources: list[Any]) -> None:
-        """Stage one page of member resources in one transaction.
+        """Stage one page of member resources; stored a few pages at a time.
 
-        The look-ups against earlier runs and the writes happen here; the
-        cleansing, mapping and encoding happen on a worker thread, so that the
-        event loop meanwhile downloads the next page.
+        The look-ups against earlier runs happen here; the cleansing, mapping
+        and encoding happen on a worker thread, so that the event loop
+        meanwhile downloads the next page. Pages not yet stored were never
+        sent: a run that ends before `store` forgets them, and the next fetch
+        brings them again because the watermark has not moved.
         """
         profiles = self._profiles(resources)
         overlap = [p for p in profiles if self._covered(p.joined_group_at)]
@@ -573,22 +584,34 @@ class _Stager:
         outcomes, values = await asyncio.to_thread(
             self._rows, profiles, seen, reported, held, now
         )
+        self._count(outcomes)
+        self._unstored.extend(values)
+        self.fetched += len(resources)
+        self.pages += 1
+        if len(self._unstored) >= STAGE_ROWS:
+            self.store()
+
+    def store(self) -> None:
+        """Write the outcomes staged since the last call and the run's counts.
+
+        One transaction for many pages: each commit costs about as much as
+        writing a page of rows.
+        """
+        if not self._unstored and self._stored_pages == self.pages:
+            return
+        values, self._unstored = self._unstored, []
+        self._stored_pages = self.pages
         with database_proxy.atomic():
-            if values:
-                inserted = _insert_outcomes(values)
-                if inserted == len(values):
-                    self._count(outcomes)
-                else:  # some were seen earlier in this run (a re-join mid-paging)
-                    self._recount()
-            self.fetched += len(resources)
-            self.pages += 1
+            if values and _insert_outcomes(values) != len(values):
+                # Some were seen earlier in this run (a re-join mid-paging).
+                self._recount()
             SyncRun.update(
                 fetched=self.fetched,
                 failed=self.failed,
                 skipped_duplicate=self.skipped,
                 pages=self.pages,
                 watermark_to=self.watermark,
-                heartbeat_at=now,
+                heartbeat_at=utcnow(),
             ).where(SyncRun.id == self.run.id).execute()
 
     def _rows(
@@ -619,7 +642,8 @@ class _Stager:
         return outcomes, values
 
     def finish(self) -> None:
-        """Make the run's counts exact from its outcome rows."""
+        """Store what is left and make the run's counts exact from its rows."""
+        self.store()
         recount(self.run.id)
 
     def _count(self, outcomes: list[str]) -> None:
@@ -867,11 +891,16 @@ def _insert_outcomes(values: list[tuple[Any, ...]]) -> int:
 # -- shared by a live run and recovery ----------------------------------------
 
 
-def staged_records(run_id: int, chunk: int = SUBMIT_CHUNK) -> Iterator[dict]:
-    """The run's staged records in a stable order, read a chunk at a time."""
+def staged_records(
+    run_id: int, chunk: int = SUBMIT_CHUNK
+) -> Iterator[EncodedRecord | dict]:
+    """The run's staged records in a stable order, read a chunk at a time.
+
+    Each comes as the JSON text stored, which the submission sends unchanged.
+    """
     last_id = 0
     while True:
-        rows = list(
+        query = (
             ProfileOutcome.select(ProfileOutcome.id, ProfileOutcome.record)
             .where(
                 (ProfileOutcome.run == run_id)
@@ -880,17 +909,14 @@ def staged_records(run_id: int, chunk: int = SUBMIT_CHUNK) -> Iterator[dict]:
             )
             .order_by(ProfileOutcome.id)
             .limit(chunk)
-            .tuples()
         )
+        # Read from the cursor itself: the model would decode every record.
+        rows = database_proxy.execute(query).fetchall()
         if not rows:
             return
         for row_id, record in rows:
             last_id = row_id
-            yield (
-                ProfileOutcome.record.python_value(record)
-                if isinstance(record, str)
-                else record
-            )
+            yield EncodedRecord(record) if isinstance(record, str) else record
 
 
 async def submit_staged(
@@ -1194,7 +1220,7 @@ async def recover_run(runtime: Runtime, run: SyncRun) -> SyncRun:
 async def recover_interrupted_runs(runtime: Runtime) -> list[SyncRun]:
     """At start-up: recover every unfinished run whose process is gone."""
     recovered = []
-    for run in SyncRun.select().where(needs_recovery()):
+    for run in list(SyncRun.select().where(needs_recovery())):
         connection = run.connection
         if connection is None:
             if run.phase == "submitting":
