@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import asyncssh
@@ -126,3 +129,64 @@ def test_ssh_user_is_the_audit_actor(monkeypatch: pytest.MonkeyPatch) -> None:
     assert env["ZAPTUI_ACTOR"] == "alice"
     assert "SSH_AUTH_SOCK" not in env
     assert (env["COLUMNS"], env["LINES"], env["TERM"]) == ("100", "30", "xterm")
+
+
+async def test_serve_ssh_command_serves_the_demo_console(tmp_path: Path) -> None:
+    key = _operator_key(tmp_path)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "zaptui",
+            "--demo",
+            "serve-ssh",
+            "--port",
+            str(port),
+            "--authorized-keys",
+            str(tmp_path / "authorized_keys"),
+            "--host-key",
+            str(tmp_path / "host_key"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        conn = await _connect_when_listening(port, key)
+        async with conn:
+            process = await conn.create_process(
+                term_type="xterm-256color", term_size=(80, 24), encoding=None
+            )
+            await _read_until(process, b"Data Connections")
+            process.stdin.write(b"q")
+            await asyncio.wait_for(process.wait(), SCREEN_TIMEOUT)
+        assert process.exit_status == 0
+    finally:
+        server.terminate()
+        _, errors = server.communicate(timeout=30)
+    assert b"serving the console over SSH" in errors
+    assert b"console opened over SSH for alice" in errors
+    assert b"Traceback" not in errors
+
+
+async def _connect_when_listening(
+    port: int, key: asyncssh.SSHKey
+) -> asyncssh.SSHClientConnection:
+    """Connect as alice once the server accepts connections."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + SCREEN_TIMEOUT
+    while True:
+        try:
+            return await asyncssh.connect(
+                "127.0.0.1",
+                port,
+                username="alice",
+                client_keys=[key],
+                known_hosts=None,
+            )
+        except OSError:
+            if loop.time() > deadline:
+                raise
+            await asyncio.sleep(0.2)

@@ -212,6 +212,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-rate-limits", action="store_true", help="serve without rate limits"
     )
 
+    ssh = commands.add_parser(
+        "serve-ssh", help="serve the console to operators over SSH"
+    )
+    ssh.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    ssh.add_argument("--port", type=int, default=8022)
+    ssh.add_argument(
+        "--authorized-keys",
+        metavar="PATH",
+        required=True,
+        help="the operators' public keys, one per line (OpenSSH format)",
+    )
+    ssh.add_argument(
+        "--host-key",
+        metavar="PATH",
+        help="the server's private host key (created if missing; default: in "
+        "the user data folder)",
+    )
+
     commands.add_parser("secret-key", help="print a new key for ZAPTUI_SECRET_KEY")
     return parser
 
@@ -511,6 +529,44 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_serve_ssh(args: argparse.Namespace) -> int:
+    """`zaptui serve-ssh`: each operator's SSH session gets its own console."""
+    from pathlib import Path
+
+    import platformdirs
+
+    from zaptui.ssh import serve
+
+    authorized = Path(args.authorized_keys)
+    if not authorized.is_file():
+        raise UsageError(
+            f"no authorized keys file at {authorized}: list the operators' "
+            "public keys there, one per line"
+        )
+    host_key = Path(
+        args.host_key or Path(platformdirs.user_data_dir("zaptui")) / "ssh_host_key"
+    )
+    console_args: list[str] = []
+    for flag, value in (
+        ("--db", args.db),
+        ("--klaviyo-url", args.klaviyo_url),
+        ("--zap-url", args.zap_url),
+    ):
+        if value:
+            console_args += [flag, value]
+    if args.demo:
+        console_args.append("--demo")
+    logging.getLogger("zaptui.ssh").setLevel(logging.INFO)
+    serve(
+        args.host,
+        args.port,
+        host_key=host_key,
+        authorized_keys=authorized,
+        console_args=console_args,
+    )
+    return EXIT_OK
+
+
 def cmd_secret_key(args: argparse.Namespace) -> int:
     """`zaptui secret-key`: a new Fernet key."""
     from zaptui.store.secrets import new_key
@@ -540,6 +596,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "settings": cmd_settings,
     "zap": cmd_zap,
     "simulate": cmd_simulate,
+    "serve-ssh": cmd_serve_ssh,
     "secret-key": cmd_secret_key,
 }
 

@@ -235,7 +235,7 @@ def serve(
             authorized_keys=authorized_keys,
             console_args=console_args,
         )
-        log.warning("serving the console over SSH on %s:%d", host, port)
+        log.info("serving the console over SSH on %s:%d", host, port)
         try:
             await server.wait_closed()
         finally:
