@@ -9,8 +9,18 @@ import sys
 
 import zaptui
 
-CORE_PACKAGES = ("store", "domain", "klaviyo", "zappost", "sync", "sim")
-CORE_MODULES = ("clock", "apilog", "services", "scheduler", "cli")
+CORE_PACKAGES = ("store", "domain", "klaviyo", "zappost", "sync", "sim", "scheduler")
+CORE_MODULES = (
+    "clock",
+    "apilog",
+    "settings",
+    "runtime",
+    "services",
+    "cli",
+    "headless",
+    "demo",
+    "ssh",
+)
 
 
 def _core_modules() -> list[str]:
