@@ -88,6 +88,12 @@ def test_first_schema_database_migrates_without_losing_data(tmp_path):
     )
     assert connection.account.name == "Acme"
     assert SyncRun.select().count() == 0
+    paging = {
+        tuple(index.columns)
+        for table in ("sync_run", "api_log_entry")
+        for index in db.get_indexes(table)
+    }
+    assert {("started_at", "id"), ("at", "id"), ("service", "at", "id")} <= paging
     db.close()
 
 

@@ -17,6 +17,7 @@ from playhouse.migrate import migrate as apply_operations
 from zaptui.clock import utcnow
 from zaptui.store.models import (
     ALL_MODELS,
+    ApiLogEntry,
     ConnectionAlert,
     DataConnection,
     SchedulerHeartbeat,
@@ -49,9 +50,19 @@ def _v3_scheduler_tables(migrator: SchemaMigrator) -> None:
     )
 
 
+def _v4_paging_indexes(migrator: SchemaMigrator) -> None:
+    """Version 4: indexes that serve the history's and the log's keyset paging."""
+    apply_operations(
+        migrator.add_index(SyncRun._meta.table_name, ("started_at", "id")),
+        migrator.add_index(ApiLogEntry._meta.table_name, ("at", "id")),
+        migrator.add_index(ApiLogEntry._meta.table_name, ("service", "at", "id")),
+    )
+
+
 MIGRATIONS: list[tuple[int, Callable[[SchemaMigrator], None]]] = [
     (2, _v2_failure_tracking),
     (3, _v3_scheduler_tables),
+    (4, _v4_paging_indexes),
 ]
 LATEST_VERSION = max(version for version, _ in MIGRATIONS)
 

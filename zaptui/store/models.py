@@ -145,6 +145,11 @@ class SyncRun(BaseModel):
     rejected_records = JsonField(null=True)
     address_updates_failed = pw.IntegerField(default=0)
 
+    class Meta:
+        # The history pages newest first by (started_at, id): keyset paging
+        # needs both in one index, on PostgreSQL as on SQLite.
+        indexes = ((("started_at", "id"), False),)
+
 
 class ProfileOutcome(BaseModel):
     """What happened to one profile in one sync run.
@@ -216,6 +221,10 @@ class ApiLogEntry(BaseModel):
     response_headers = JsonField(null=True)
     response_body = pw.TextField(null=True)
     error = pw.TextField(default="")
+
+    class Meta:
+        # The Logs tab pages newest first, for every service or for one.
+        indexes = ((("at", "id"), False), (("service", "at", "id"), False))
 
 
 class Setting(BaseModel):
