@@ -578,9 +578,10 @@ class Services:
 
     def set_setting(self, key: str, value: Any) -> Any:
         """Change a setting (validated) and audit it."""
-        before = settings.get(key)
-        stored = settings.put(key, value)
-        self.audit(f"settings.{key}", key, {"value": before}, {"value": stored})
+        with database_proxy.atomic():  # no change without its audit entry
+            before = settings.get(key)
+            stored = settings.put(key, value)
+            self.audit(f"settings.{key}", key, {"value": before}, {"value": stored})
         return stored
 
     def save_zap_credentials(self, api_key: str, password: str, name: str = "") -> None:
