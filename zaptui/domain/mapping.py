@@ -310,59 +310,114 @@ def build_record(
     Never raises: a profile that cannot be mapped is reported, not fatal.
     """
     try:
-        return _build_record(profile, address, mapping, fields, reference)
+        builder = RecordBuilder(mapping, fields, reference)
     except Exception as error:  # no profile may stop a sync run
         logger.warning("record could not be built: %s", type(error).__name__)
         return None, [f"the record could not be built ({type(error).__name__})"]
+    return builder.build(profile, address)
 
 
-def _build_record(
-    profile: Profile,
-    address: Address,
-    mapping: Mapping[str, Any],
-    fields: list[CampaignField],
-    reference: str,
-) -> tuple[dict[str, Any] | None, list[str]]:
-    """build_record's work; may raise only on a defect."""
-    record: dict[str, Any] = {name: "" for name, _, _ in STANDARD_FIELDS}
-    record.update(
-        customerid=_value_text(profile.id),
-        address1=address.line1,
-        address2=address.line2,
-        address3=address.line3,
-        city=address.town,
-        postcode=address.postcode,
-        country=address.country,
-    )
-    customdata: dict[str, Any] = {}
-    errors: list[str] = []
+_AUTOMATIC = object()
+"""A field's source when it is filled from the address or the profile id."""
 
-    for field in fields:
-        if field.name in AUTOMATIC_FIELDS:
-            value = _value_text(record.get(field.name))
-        else:
-            path = mapping.get(field.name) if isinstance(mapping, Mapping) else None
-            if path and not is_profile_path(path):
-                errors.append(
-                    f"{field.described} maps to unknown profile path "
-                    f"{quoted(str(path))}"
-                )
+
+class RecordBuilder:
+    """Builds one campaign's records, the mapping read once for all profiles.
+
+    A sync run builds thousands of records from one mapping and one campaign:
+    where each field comes from and whether it needs checking is worked out
+    here, once, rather than for every profile.
+    """
+
+    def __init__(
+        self,
+        mapping: Mapping[str, Any],
+        fields: list[CampaignField],
+        reference: str,
+    ) -> None:
+        self._reference = _value_text(reference)
+        self._steps: list[tuple[CampaignField, Any, str, bool]] = []
+        for field in fields:
+            source: Any = _AUTOMATIC
+            problem = ""
+            if field.name not in AUTOMATIC_FIELDS:
+                path = mapping.get(field.name) if isinstance(mapping, Mapping) else None
+                if path and not is_profile_path(path):
+                    problem = (
+                        f"{field.described} maps to unknown profile path "
+                        f"{quoted(str(path))}"
+                    )
+                source = Profile.reader(path) if path else None
+            # Only expected values and validation expressions need check_value.
+            plain = (
+                field.expected_values is None and field.validation_expression is None
+            )
+            self._steps.append((field, source, problem, plain))
+
+    def build(
+        self, profile: Profile, address: Address
+    ) -> tuple[dict[str, Any] | None, list[str]]:
+        """The record for a profile, or None and one error per failing field.
+
+        Never raises: a profile that cannot be mapped is reported, not fatal.
+        """
+        try:
+            return self._build(profile, address)
+        except Exception as error:  # no profile may stop a sync run
+            logger.warning("record could not be built: %s", type(error).__name__)
+            return None, [f"the record could not be built ({type(error).__name__})"]
+
+    def _build(
+        self, profile: Profile, address: Address
+    ) -> tuple[dict[str, Any] | None, list[str]]:
+        """build's work; may raise only on a defect."""
+        record: dict[str, Any] = dict(_BLANK_RECORD)
+        record.update(
+            customerid=_value_text(profile.id),
+            address1=address.line1,
+            address2=address.line2,
+            address3=address.line3,
+            city=address.town,
+            postcode=address.postcode,
+            country=address.country,
+        )
+        customdata: dict[str, Any] = {}
+        errors: list[str] = []
+
+        for field, source, problem, plain in self._steps:
+            if problem:
+                errors.append(problem)
                 continue
-            value = _value_text(profile.get(path)) if path else ""
+            if source is _AUTOMATIC:
+                value = _value_text(record.get(field.name))
+            elif source is None:
+                value = ""
+            else:
+                value = _value_text(source(profile))
 
-        value, error = check_value(field, value)
-        if error:
-            errors.append(error)
-        elif field.custom:
-            customdata[field.name] = value
-        else:
-            record[field.name] = value
+            if plain:
+                error = (
+                    f"{field.described} is required but empty"
+                    if field.required and not value
+                    else ""
+                )
+            else:
+                value, error = check_value(field, value)
+            if error:
+                errors.append(error)
+            elif field.custom:
+                customdata[field.name] = value
+            else:
+                record[field.name] = value
 
-    if errors:
-        return None, errors
-    customdata[REFERENCE_KEY] = _value_text(reference)
-    record["customdata"] = customdata
-    return record, []
+        if errors:
+            return None, errors
+        customdata[REFERENCE_KEY] = self._reference
+        record["customdata"] = customdata
+        return record, []
+
+
+_BLANK_RECORD = {name: "" for name, _, _ in STANDARD_FIELDS}
 
 
 def _value_text(value: Any) -> str:

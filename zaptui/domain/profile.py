@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -75,12 +76,24 @@ class Profile:
 
     def get(self, path: str) -> Any:
         """Read a field by path: `first_name`, `location.zip`, `properties.tier`."""
+        return Profile.reader(path)(self)
+
+    @staticmethod
+    def reader(path: str) -> Callable[[Profile], Any]:
+        """What `get(path)` does, as a function, the path read once."""
         head, _, rest = path.partition(".")
         if head == "location":
-            return self.location.get(rest) if rest else None
+            return (lambda p: p.location.get(rest)) if rest else _nothing
         if head == "properties":
-            return self.properties.get(rest) if rest else None
-        return getattr(self, head, None) if head in _PLAIN_FIELDS else None
+            return (lambda p: p.properties.get(rest)) if rest else _nothing
+        if head in _PLAIN_FIELDS:
+            return lambda p: getattr(p, head, None)
+        return _nothing
+
+
+def _nothing(profile: Profile) -> None:
+    """What a path that names no field reads."""
+    return None
 
 
 _PLAIN_FIELDS = {

@@ -45,7 +45,7 @@ from zaptui.domain.address import (
 )
 from zaptui.domain.mapping import (
     CampaignField,
-    build_record,
+    RecordBuilder,
     campaign_fields,
     unmapped_required,
 )
@@ -542,6 +542,7 @@ class _Stager:
         self.connection = connection
         self.mapping = mapping
         self.fields = fields
+        self.records = RecordBuilder(mapping, fields, run.reference)
         self.verifier = verifier
         self.fix_addresses = fix_addresses
         self.hold_back_days = int(settings.get("hold_back_days"))
@@ -727,9 +728,7 @@ class _Stager:
         if not result.ok or result.address is None:
             reason = "; ".join(result.reasons) or "the address could not be used"
             return self._failed(row, reason, reported.get(membership))
-        record, errors = build_record(
-            profile, result.address, self.mapping, self.fields, self.run.reference
-        )
+        record, errors = self.records.build(profile, result.address)
         if record is None:
             reason = "; ".join(errors) or "the record could not be built"
             return self._failed(row, reason, reported.get(membership))
