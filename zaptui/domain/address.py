@@ -40,6 +40,8 @@ POSTCODE_PATTERN = re.compile(
     rf"(?:GIR 0AA|{OUTWARD_PATTERN.pattern} [0-9][{_INWARD}]{{2}})", re.ASCII
 )
 """A well-formed UK postcode, upper case with one space (use fullmatch)."""
+_INWARD_PATTERN = re.compile(rf"[0-9][{_INWARD}]{{2}}", re.ASCII)
+_NOT_LETTER = re.compile(r"[^a-z]")
 
 _COUNTRY_ALIASES = {
     "uk",
@@ -168,7 +170,7 @@ def clean_text(value: Any) -> tuple[str, bool]:
     as "[bold]" is data and stays as it is. Raises NotText for lists, mappings
     and flags, which no address field should hold.
     """
-    text = _as_text(value)
+    text = value if type(value) is str else _as_text(value)
     if text.isascii() and text.isprintable():
         # Printable ASCII holds no whitespace but the plain space.
         if "  " in text:
@@ -240,7 +242,7 @@ def _repair_inward(inward: str) -> str | None:
     """The inward code with O or I in its digit position read as 0 or 1."""
     digit = {"O": "0", "I": "1"}.get(inward[0], inward[0])
     candidate = digit + inward[1:]
-    if re.fullmatch(rf"[0-9][{_INWARD}]{{2}}", candidate, re.ASCII):
+    if _INWARD_PATTERN.fullmatch(candidate):
         return candidate
     return None
 
@@ -426,7 +428,7 @@ def _cleanse(
 
 def _normalise_country(country: str) -> str:
     """A name of the UK in any common spelling as "United Kingdom"."""
-    key = re.sub(r"[^a-z]", "", country.casefold())
+    key = _NOT_LETTER.sub("", country.casefold())
     return UNITED_KINGDOM if key in _COUNTRY_ALIASES else country
 
 
