@@ -10,10 +10,9 @@ import pytest
 from textual.message import Message
 from textual.widgets import Select
 from ui_support import (
-    SMALL_DEMO,
     cell_text,
     console,
-    fixed_demo,
+    demo_for_test,
     go_to_row,
     row_texts,
     screen_text,
@@ -21,7 +20,6 @@ from ui_support import (
     stop_blinking,
 )
 
-from zaptui.clock import set_clock
 from zaptui.demo import Demo
 from zaptui.store.models import AuditEntry, DataConnection, SyncRun
 from zaptui.ui.confirm import ConfirmScreen
@@ -33,18 +31,12 @@ from zaptui.ui.widgets.keyed_table import KeyedTable
 
 @pytest.fixture
 def demo(tmp_path) -> Iterator[Demo]:
-    built = fixed_demo(tmp_path / "demo", profiles=SMALL_DEMO)
-    yield built
-    built.close()
-    set_clock(None)
+    yield from demo_for_test(tmp_path)
 
 
 @pytest.fixture
 def full_demo(tmp_path) -> Iterator[Demo]:
-    built = fixed_demo(tmp_path / "demo")
-    yield built
-    built.close()
-    set_clock(None)
+    yield from demo_for_test(tmp_path, profiles=None)
 
 
 def connection_named(name: str) -> DataConnection:

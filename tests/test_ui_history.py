@@ -2,46 +2,43 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
-from rich.console import Console
 from textual import events
-from textual.app import App, ComposeResult
+from textual.app import App
 from textual.pilot import Pilot
-from textual.widgets import DataTable, Footer, Static
-from ui_support import SMALL_DEMO, console, fixed_demo
+from textual.widgets import DataTable
+from ui_support import (
+    FIXED_NOW,
+    TabHost,
+    clock_at_fixed_now,
+    column,
+    console,
+    demo_for_test,
+    settle,
+    static_text,
+)
 
-from zaptui.clock import set_clock
 from zaptui.demo import Demo
 from zaptui.runtime import Runtime
 from zaptui.services import Services
 from zaptui.store import queries
 from zaptui.store.models import ProfileOutcome, SyncRun
-from zaptui.ui.paths import stylesheets
 from zaptui.ui.tabs.history import SyncHistoryTab, column_widths
 from zaptui.ui.widgets.run_panel import RunPanel
 
-NOW = datetime(2026, 12, 4, 9, 30, tzinfo=UTC)
 
+class HistoryHost(TabHost):
+    """The history tab alone, recording the links it would open."""
 
-class HistoryHost(App[None]):
-    """The history tab alone, with the console's stylesheets."""
-
-    CSS_PATH = stylesheets()
-    TITLE = "zaptui"
+    TAB = SyncHistoryTab
+    TAB_ID = "history-tab"
 
     def __init__(self, services: Services) -> None:
-        super().__init__()
-        self.services = services
-        self.scheduler = None
+        super().__init__(services)
         self.opened: list[str] = []
-
-    def compose(self) -> ComposeResult:
-        yield SyncHistoryTab(self.services, id="history-tab")
-        yield Footer()
 
     def open_url(self, url: str, *, new_tab: bool = True) -> None:
         self.opened.append(url)
@@ -49,9 +46,7 @@ class HistoryHost(App[None]):
 
 @pytest.fixture(autouse=True)
 def fixed_clock() -> Iterator[None]:
-    set_clock(lambda: NOW)
-    yield
-    set_clock(None)
+    yield from clock_at_fixed_now()
 
 
 @pytest.fixture
@@ -90,9 +85,9 @@ def make_runs() -> list[SyncRun]:
                 trigger="manual" if number == 2 else "scheduled",
                 status=status,
                 phase="done" if finished else "fetching",
-                started_at=NOW - timedelta(hours=6 * (len(specs) - number)),
+                started_at=FIXED_NOW - timedelta(hours=6 * (len(specs) - number)),
                 finished_at=(
-                    NOW - timedelta(hours=6 * (len(specs) - number), minutes=-4)
+                    FIXED_NOW - timedelta(hours=6 * (len(specs) - number), minutes=-4)
                     if finished
                     else None
                 ),
@@ -150,7 +145,7 @@ def many_runs(count: int) -> None:
                 "campaign_name": f"Campaign {i}",
                 "source_name": "All UK customers",
                 "source_type": "segment",
-                "started_at": NOW - timedelta(minutes=count - i),
+                "started_at": FIXED_NOW - timedelta(minutes=count - i),
                 "fetched": i,
             }
             for i in range(count)
@@ -158,27 +153,8 @@ def many_runs(count: int) -> None:
     ).execute()
 
 
-async def settle(pilot: Pilot) -> None:
-    """Let workers finish and their messages land."""
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
-
-
-def shown(app: App, selector: str) -> str:
-    """The text a Static shows, rendered wide enough not to wrap."""
-    console = Console(width=200, file=io.StringIO(), record=True)
-    console.print(app.query_one(selector, Static).content)
-    return console.export_text()
-
-
 def table_of(app: App) -> DataTable:
     return app.query_one("#history-table", DataTable)
-
-
-def column(table: DataTable, key: str) -> list[str]:
-    return [str(cell) for cell in table.get_column(key)]
 
 
 # -- the table ------------------------------------------------------------------
@@ -223,7 +199,7 @@ async def test_history_says_when_there_are_no_runs(services):
     async with app.run_test() as pilot:
         await settle(pilot)
 
-        summary = shown(app, "#history-summary")
+        summary = static_text(app, "#history-summary")
         assert "No sync runs yet" in summary
         assert table_of(app).row_count == 0
 
@@ -265,7 +241,7 @@ async def test_moving_down_loads_the_next_page(services):
         await settle(pilot)
         assert table.row_count == 250
         assert column(table, "campaign")[-1] == "Campaign 0"
-        summary = shown(app, "#history-summary")
+        summary = static_text(app, "#history-summary")
         assert summary.startswith("250 sync runs, newest first")
 
 
@@ -343,14 +319,14 @@ async def test_deep_in_the_history_new_runs_wait_for_r(services, monkeypatch):
 
         assert table.row_count == 200
         assert column(table, "campaign")[0] == "Campaign 249"
-        assert "1 newer: r shows them" in shown(app, "#history-summary")
+        assert "1 newer: r shows them" in static_text(app, "#history-summary")
 
         await pilot.press("r")
         await settle(pilot)
 
         assert table.row_count == queries.PAGE_SIZE
         assert column(table, "campaign")[0] == "Newer"
-        assert "newer" not in shown(app, "#history-summary")
+        assert "newer" not in static_text(app, "#history-summary")
 
 
 # -- the run panel ----------------------------------------------------------------
@@ -372,7 +348,7 @@ async def test_enter_opens_run_panel_and_escape_closes_it(services):
 
         assert panel.open and panel.has_class("-open")
         assert panel.run_id == runs[1].id
-        summary = shown(app, "#run-panel-summary")
+        summary = static_text(app, "#run-panel-summary")
         assert f"Sync id            {runs[1].id}" in summary
         assert "Status             partial" in summary
         assert "Trigger            manual" in summary
@@ -412,7 +388,7 @@ async def test_run_panel_lists_failed_profiles_literally(services):
         app.query_one(SyncHistoryTab).panel.show_run(runs[1].id)
         await settle(pilot)
 
-        failures = shown(app, "#run-panel-failures")
+        failures = static_text(app, "#run-panel-failures")
         assert failures.startswith("Failed profiles (12)")
         assert "Customer 1 <customer1@example.co.uk>" in failures
         assert "postcode not found in the Postcode Address File" in failures
@@ -443,7 +419,7 @@ async def test_run_panel_shows_the_first_500_failures_and_counts_the_rest(servic
         await pilot.press("enter")
         await settle(pilot)
 
-        failures = shown(app, "#run-panel-failures")
+        failures = static_text(app, "#run-panel-failures")
         assert failures.startswith("Failed profiles (620)")
         assert "Person 499\n" in failures
         assert "Person 500\n" not in failures
@@ -507,9 +483,7 @@ async def test_commands_cover_every_history_action(services):
 
 @pytest.fixture
 def demo(tmp_path) -> Iterator[Demo]:
-    built = fixed_demo(tmp_path / "demo", profiles=SMALL_DEMO)
-    yield built
-    built.close()
+    yield from demo_for_test(tmp_path)
 
 
 async def test_key_3_shows_the_history_and_enter_opens_the_newest_run(demo):

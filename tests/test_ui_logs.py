@@ -5,53 +5,47 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from rich.console import Console
 from textual import events
-from textual.app import App, ComposeResult
+from textual.app import App
 from textual.pilot import Pilot
-from textual.widgets import DataTable, Footer, Select, Static
-from ui_support import SMALL_DEMO, console, fixed_demo
+from textual.widgets import DataTable, Select, Static
+from ui_support import (
+    FIXED_NOW,
+    TabHost,
+    clock_at_fixed_now,
+    column,
+    console,
+    demo_for_test,
+    settle,
+)
 
 from zaptui.apilog import ApiCall, DatabaseApiLog
-from zaptui.clock import set_clock
 from zaptui.demo import Demo
 from zaptui.runtime import Runtime
 from zaptui.services import Services
 from zaptui.store import queries
 from zaptui.store.models import ApiLogEntry
-from zaptui.ui.paths import stylesheets
 from zaptui.ui.screens.log_detail import LogDetailScreen, pretty_body
 from zaptui.ui.tabs.logs import LogsTab, short_url
 
-NOW = datetime(2026, 12, 4, 9, 30, tzinfo=UTC)
 PRIVATE_KEY = "pk_4f9c2e7a1b3d5f6e8a0c2e4f6a8b0c2d"
 HOSTILE = "[bold red]x[/] \x1b]52;c;ZWNobyBwd25lZA==\x07 done"
 
 
-class LogsHost(App[None]):
+class LogsHost(TabHost):
     """The logs tab alone, with the console's stylesheets."""
 
-    CSS_PATH = stylesheets()
-    TITLE = "zaptui"
-
-    def __init__(self, services: Services) -> None:
-        super().__init__()
-        self.services = services
-        self.scheduler = None
-
-    def compose(self) -> ComposeResult:
-        yield LogsTab(self.services, id="logs-tab")
-        yield Footer()
+    TAB = LogsTab
+    TAB_ID = "logs-tab"
 
 
 @pytest.fixture(autouse=True)
 def fixed_clock() -> Iterator[None]:
-    set_clock(lambda: NOW)
-    yield
-    set_clock(None)
+    yield from clock_at_fixed_now()
 
 
 @pytest.fixture
@@ -76,13 +70,13 @@ def make_log() -> None:
             response_body=json.dumps(
                 {"data": [{"type": "profile", "id": "01HPROFILE0001"}], "links": {}}
             ),
-            at=NOW - timedelta(minutes=30),
+            at=FIXED_NOW - timedelta(minutes=30),
         ),
         secrets=[PRIVATE_KEY],
     )
     ApiLogEntry.create(
         service="zappost",
-        at=NOW - timedelta(minutes=20),
+        at=FIXED_NOW - timedelta(minutes=20),
         method="POST",
         url="https://api.zappost.com/api/v1/submissions",
         status=400,
@@ -94,7 +88,7 @@ def make_log() -> None:
     )
     ApiLogEntry.create(
         service="klaviyo",
-        at=NOW - timedelta(minutes=10),
+        at=FIXED_NOW - timedelta(minutes=10),
         method="GET",
         url="https://a.klaviyo.com/api/accounts",
         status=None,
@@ -103,7 +97,7 @@ def make_log() -> None:
     )
     ApiLogEntry.create(
         service="zappost",
-        at=NOW,
+        at=FIXED_NOW,
         method="GET",
         url="https://api.zappost.com/api/v1/campaigns",
         status=200,
@@ -112,18 +106,8 @@ def make_log() -> None:
     )
 
 
-async def settle(pilot: Pilot) -> None:
-    for _ in range(3):
-        await pilot.app.workers.wait_for_complete()
-        await pilot.pause()
-
-
 def table_of(app: App) -> DataTable:
     return app.query_one("#logs-table", DataTable)
-
-
-def column(table: DataTable, key: str) -> list[str]:
-    return [str(cell) for cell in table.get_column(key)]
 
 
 def screen_text(app: App) -> str:
@@ -194,7 +178,7 @@ async def test_moving_down_loads_more_of_the_log(services):
         [
             {
                 "service": "klaviyo",
-                "at": NOW - timedelta(seconds=i),
+                "at": FIXED_NOW - timedelta(seconds=i),
                 "method": "GET",
                 "url": f"https://a.klaviyo.com/api/lists/{i}",
                 "status": 200,
@@ -227,7 +211,7 @@ async def test_new_calls_appear_above_those_loaded(services):
         table = table_of(app)
         ApiLogEntry.create(
             service="klaviyo",
-            at=NOW + timedelta(minutes=1),
+            at=FIXED_NOW + timedelta(minutes=1),
             method="GET",
             url="https://a.klaviyo.com/api/lists",
             status=200,
@@ -350,9 +334,7 @@ def test_bodies_that_are_not_json_stay_as_they_are():
 
 @pytest.fixture
 def demo(tmp_path) -> Iterator[Demo]:
-    built = fixed_demo(tmp_path / "demo", profiles=SMALL_DEMO)
-    yield built
-    built.close()
+    yield from demo_for_test(tmp_path)
 
 
 async def test_key_5_opens_a_logged_call_with_its_key_redacted(demo):

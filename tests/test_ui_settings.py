@@ -3,25 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
 
 import pytest
-from textual.app import App, ComposeResult
+from textual.app import App
 from textual.pilot import Pilot
-from textual.widgets import Footer, Input, RadioButton, RadioSet, Static, Switch
-from ui_support import SMALL_DEMO, console, fixed_demo
+from textual.widgets import Input, RadioButton, RadioSet, Static, Switch
+from ui_support import (
+    TabHost,
+    clock_at_fixed_now,
+    console,
+    demo_for_test,
+    settle,
+    stop_blinking,
+)
 
 from zaptui import settings
-from zaptui.clock import set_clock
 from zaptui.demo import Demo
 from zaptui.runtime import Runtime
 from zaptui.services import Services
 from zaptui.store.models import AuditEntry, Setting
 from zaptui.ui.messages import DataChanged
-from zaptui.ui.paths import stylesheets
 from zaptui.ui.tabs.settings import SettingsTab, confirmation
-
-NOW = datetime(2026, 12, 4, 9, 30, tzinfo=UTC)
 
 
 class Scheduler:
@@ -34,22 +36,16 @@ class Scheduler:
         self.refreshed += 1
 
 
-class SettingsHost(App[None]):
-    """The settings tab alone, with the console's stylesheets."""
+class SettingsHost(TabHost):
+    """The settings tab alone, recording what it announces and shows."""
 
-    CSS_PATH = stylesheets()
-    TITLE = "zaptui"
+    TAB = SettingsTab
+    TAB_ID = "settings-tab"
 
     def __init__(self, services: Services, scheduler: Scheduler | None = None) -> None:
-        super().__init__()
-        self.services = services
-        self.scheduler = scheduler
+        super().__init__(services, scheduler)
         self.changes: list[str] = []
         self.toasts: list[tuple[str, str]] = []
-
-    def compose(self) -> ComposeResult:
-        yield SettingsTab(self.services, id="settings-tab")
-        yield Footer()
 
     def on_data_changed(self, message: DataChanged) -> None:
         self.changes.append(message.what)
@@ -61,9 +57,7 @@ class SettingsHost(App[None]):
 
 @pytest.fixture(autouse=True)
 def fixed_clock() -> Iterator[None]:
-    set_clock(lambda: NOW)
-    yield
-    set_clock(None)
+    yield from clock_at_fixed_now()
 
 
 @pytest.fixture
@@ -71,12 +65,6 @@ def services(db) -> Services:
     runtime = Runtime()
     runtime.actor = "operator"
     return Services(runtime)
-
-
-async def settle(pilot: Pilot) -> None:
-    for _ in range(3):
-        await pilot.app.workers.wait_for_complete()
-        await pilot.pause()
 
 
 def stored(key: str):
@@ -432,9 +420,7 @@ def test_confirmations_read_as_sentences():
 
 @pytest.fixture
 def demo(tmp_path) -> Iterator[Demo]:
-    built = fixed_demo(tmp_path / "demo", profiles=SMALL_DEMO)
-    yield built
-    built.close()
+    yield from demo_for_test(tmp_path)
 
 
 async def test_key_4_then_f_changes_the_frequency_in_the_console(demo):
@@ -458,11 +444,6 @@ async def test_key_4_then_f_changes_the_frequency_in_the_console(demo):
 
 
 # -- snapshots ------------------------------------------------------------------
-
-
-def stop_blinking(pilot: Pilot) -> None:
-    for field in pilot.app.query(Input):
-        field.cursor_blink = False
 
 
 async def _loaded(pilot: Pilot) -> None:

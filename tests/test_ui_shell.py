@@ -14,6 +14,7 @@ from ui_support import (
     SMALL_DEMO,
     cell_text,
     console,
+    demo_for_test,
     fixed_demo,
     screen_text,
     settle,
@@ -34,10 +35,7 @@ from zaptui.ui.widgets.keyed_table import KeyedTable
 
 @pytest.fixture
 def demo(tmp_path) -> Iterator[Demo]:
-    built = fixed_demo(tmp_path / "demo", profiles=SMALL_DEMO)
-    yield built
-    built.close()
-    set_clock(None)
+    yield from demo_for_test(tmp_path)
 
 
 def active(pilot) -> str:

@@ -9,10 +9,9 @@ from textual import events
 from textual.widgets import Input
 from ui_support import (
     FIXED_NOW,
-    SMALL_DEMO,
     cell_text,
     console,
-    fixed_demo,
+    demo_for_test,
     go_to_row,
     row_texts,
     screen_text,
@@ -20,7 +19,6 @@ from ui_support import (
     stop_blinking,
 )
 
-from zaptui.clock import set_clock
 from zaptui.demo import Demo
 from zaptui.store.models import Account, AuditEntry, DataConnection
 from zaptui.store.secrets import SecretBox, new_key
@@ -31,18 +29,12 @@ from zaptui.ui.widgets.keyed_table import KeyedTable
 
 @pytest.fixture
 def demo(tmp_path) -> Iterator[Demo]:
-    built = fixed_demo(tmp_path / "demo", profiles=SMALL_DEMO)
-    yield built
-    built.close()
-    set_clock(None)
+    yield from demo_for_test(tmp_path)
 
 
 @pytest.fixture
 def full_demo(tmp_path) -> Iterator[Demo]:
-    built = fixed_demo(tmp_path / "demo")
-    yield built
-    built.close()
-    set_clock(None)
+    yield from demo_for_test(tmp_path, profiles=None)
 
 
 async def paste(pilot, text: str) -> None:

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import ClassVar
 
 from rich.console import Console
 from rich.text import Text
+from textual.app import App, ComposeResult
 from textual.pilot import Pilot
-from textual.widgets import Input
+from textual.widget import Widget
+from textual.widgets import DataTable, Footer, Input, Static
 
+from zaptui.clock import set_clock
 from zaptui.demo import Demo, build_demo
+from zaptui.services import Services
 from zaptui.store.models import ApiLogEntry, SyncRun
 from zaptui.ui.app import ZapTuiApp
+from zaptui.ui.paths import stylesheets
 from zaptui.ui.widgets.keyed_table import KeyedTable
 
 FIXED_NOW = datetime(2026, 12, 4, 9, 30, tzinfo=UTC)
@@ -27,6 +34,22 @@ def fixed_demo(folder: Path, profiles: int | None = None) -> Demo:
     demo = build_demo(folder, now=FIXED_NOW, churn_seconds=None, **options)
     normalise_timings()
     return demo
+
+
+def demo_for_test(folder: Path, profiles: int | None = SMALL_DEMO) -> Iterator[Demo]:
+    """A fixed demo for one test's fixture: built in `folder`, closed after the
+    test, and the clock it held let go."""
+    built = fixed_demo(folder / "demo", profiles=profiles)
+    yield built
+    built.close()
+    set_clock(None)
+
+
+def clock_at_fixed_now() -> Iterator[None]:
+    """The clock held at FIXED_NOW for one test's fixture, let go after it."""
+    set_clock(lambda: FIXED_NOW)
+    yield
+    set_clock(None)
 
 
 def normalise_timings() -> None:
@@ -44,6 +67,27 @@ def normalise_timings() -> None:
 def console(demo: Demo) -> ZapTuiApp:
     """The console on a demo, without the scheduler."""
     return ZapTuiApp(demo.services)
+
+
+class TabHost(App[None]):
+    """One console tab alone above a footer, with the console's stylesheets.
+
+    A subclass names the tab, built as `TAB(services, id=TAB_ID)`.
+    """
+
+    CSS_PATH = stylesheets()
+    TITLE = "zaptui"
+    TAB: ClassVar[Callable[..., Widget]]
+    TAB_ID: ClassVar[str]
+
+    def __init__(self, services: Services, scheduler: object | None = None) -> None:
+        super().__init__()
+        self.services = services
+        self.scheduler = scheduler
+
+    def compose(self) -> ComposeResult:
+        yield self.TAB(self.services, id=self.TAB_ID)
+        yield Footer()
 
 
 async def settle(pilot: Pilot) -> None:
@@ -71,6 +115,18 @@ def row_texts(table: KeyedTable) -> list[list[str]]:
         [cell.plain if isinstance(cell, Text) else str(cell) for cell in row]
         for row in (table.get_row_at(index) for index in range(table.row_count))
     ]
+
+
+def column(table: DataTable, key: str) -> list[str]:
+    """Every cell of one column as text, top to bottom."""
+    return [str(cell) for cell in table.get_column(key)]
+
+
+def static_text(app: App, selector: str) -> str:
+    """The text a Static shows, rendered wide enough not to wrap."""
+    terminal = Console(width=200, file=io.StringIO(), record=True)
+    terminal.print(app.query_one(selector, Static).content)
+    return terminal.export_text()
 
 
 async def go_to_row(pilot: Pilot, table: KeyedTable, row_key: str) -> None:
