@@ -12,7 +12,12 @@ from textual.widgets import DataTable, Static
 from zaptui.clock import format_utc
 from zaptui.store import queries
 from zaptui.ui.text import clean
-from zaptui.ui.widgets.paged_table import PagedTableTab, PageReader, ellipsis_cell
+from zaptui.ui.widgets.paged_table import (
+    PagedTable,
+    PagedTableTab,
+    PageReader,
+    ellipsis_cell,
+)
 from zaptui.ui.widgets.run_panel import RunPanel, status_text
 
 # Below this width the submission link leaves the table (the run panel has it).
@@ -49,16 +54,6 @@ def is_web_link(url: str | None) -> bool:
     return bool(url) and str(url).lower().startswith(("https://", "http://"))
 
 
-class RunTable(DataTable):
-    """The table of sync runs; Enter (shown in the Footer) opens the run panel.
-
-    Enter stays the table's own binding, handled in the table's turn after any
-    arrow keys typed before it; only its Footer label is added here.
-    """
-
-    BINDINGS = [Binding("enter", "select_cursor", "Details")]
-
-
 class SyncHistoryTab(PagedTableTab[queries.RunRow]):
     """The sync history: a table of runs and a panel with one run's details."""
 
@@ -80,7 +75,7 @@ class SyncHistoryTab(PagedTableTab[queries.RunRow]):
 
     def compose(self) -> ComposeResult:
         yield Static("Loading sync history…", id="history-summary")
-        yield RunTable(id="history-table", cursor_type="row", zebra_stripes=True)
+        yield PagedTable(id="history-table")
         yield RunPanel(id="run-panel")
 
     @property
@@ -192,13 +187,19 @@ class SyncHistoryTab(PagedTableTab[queries.RunRow]):
         row = self._highlighted()
         return row.submission_url if row else None
 
+    def _web_link(self) -> str | None:
+        """The submission link to act on; None, once said, when there is none."""
+        url = self._link()
+        if url is None or not is_web_link(url):
+            self.notify("This sync run has no submission link.", severity="warning")
+            return None
+        return url
+
     def action_open_link(self) -> None:
         """Open the submission in a browser, where the terminal allows it."""
-        url = self._link()
-        if not is_web_link(url):
-            self.notify("This sync run has no submission link.", severity="warning")
+        url = self._web_link()
+        if url is None:
             return
-        assert url is not None
         # TODO(open-url): on a host without a desktop browser Python may start a
         # console browser in this terminal; offer copying instead there.
         self.app.open_url(url)
@@ -206,10 +207,8 @@ class SyncHistoryTab(PagedTableTab[queries.RunRow]):
 
     def action_copy_link(self) -> None:
         """Copy the submission link to the clipboard (where the terminal allows)."""
-        url = self._link()
-        if not is_web_link(url):
-            self.notify("This sync run has no submission link.", severity="warning")
+        url = self._web_link()
+        if url is None:
             return
-        assert url is not None
         self.app.copy_to_clipboard(url)
         self.notify("Submission link copied to the clipboard.")

@@ -16,7 +16,12 @@ from zaptui.clock import format_utc
 from zaptui.services import Services
 from zaptui.store import queries
 from zaptui.ui.screens.log_detail import LogDetailScreen, service_name, status_tone
-from zaptui.ui.widgets.paged_table import PagedTableTab, PageReader, ellipsis_cell
+from zaptui.ui.widgets.paged_table import (
+    PagedTable,
+    PagedTableTab,
+    PageReader,
+    ellipsis_cell,
+)
 
 FILTERS: list[tuple[str, str]] = [
     ("All services", "all"),
@@ -49,16 +54,6 @@ def short_url(url: str) -> str:
     return f"{tail}?{parts.query}" if parts.query else tail
 
 
-class LogTable(DataTable):
-    """The table of API calls; Enter (shown in the Footer) opens the call.
-
-    Enter stays the table's own binding, handled in the table's turn after any
-    arrow keys typed before it; only its Footer label is added here.
-    """
-
-    BINDINGS = [Binding("enter", "select_cursor", "Details")]
-
-
 class LogsTab(PagedTableTab[queries.LogRow]):
     """The API log: a table of calls and a screen with one call in full."""
 
@@ -80,7 +75,7 @@ class LogsTab(PagedTableTab[queries.LogRow]):
 
     def compose(self) -> ComposeResult:
         # The table comes first so that it is the first thing focused.
-        yield LogTable(id="logs-table", cursor_type="row", zebra_stripes=True)
+        yield PagedTable(id="logs-table")
         with Horizontal(id="logs-bar"):
             yield Label("Service", id="logs-filter-label")
             yield Select(

@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from rich.text import Text
 from textual import events, work
+from textual.binding import Binding
 from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import DataTable, Static
@@ -46,10 +47,23 @@ def ellipsis_cell(value: object, style: str = "") -> Text:
     return text
 
 
+class PagedTable(DataTable):
+    """The table of a PagedTableTab: one row highlighted, Enter for its details.
+
+    Enter stays the table's own binding, handled in the table's turn after any
+    arrow keys typed before it; only its Footer label is added here.
+    """
+
+    BINDINGS = [Binding("enter", "select_cursor", "Details")]
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id, cursor_type="row", zebra_stripes=True)
+
+
 class PagedTableTab(Widget, Generic[Row]):
     """A table of rows, newest first, read a page at a time as the cursor moves.
 
-    A subclass composes a DataTable with id TABLE_ID and a Static with id
+    A subclass composes a PagedTable with id TABLE_ID and a Static with id
     SUMMARY_ID, and says how to read a page, where a row sits in the order and
     what its cells show.
     """
