@@ -25,6 +25,7 @@ import contextlib
 import json
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -74,7 +75,10 @@ log = logging.getLogger(__name__)
 
 PAGE_SIZE = 100
 SUBMIT_CHUNK = 250
-STAGE_ROWS = 1000  # outcomes written per transaction while fetching
+# Outcomes are written a transaction per STAGE_ROWS rows while fetching, and at
+# least every STAGE_SECONDS, so other processes see how far a run has got.
+STAGE_ROWS = 1000
+STAGE_SECONDS = 1.0
 HEARTBEAT_SECONDS = 10.0
 UNFINISHED = ("running",)
 MAX_PROFILE_ID = 64  # Klaviyo's ids are 26 characters
@@ -553,6 +557,7 @@ class _Stager:
         self.fetched = self.staged = self.failed = self.skipped = self.pages = 0
         self._unstored: list[tuple[Any, ...]] = []
         self._stored_pages = 0
+        self._stored_at = time.monotonic()
 
     def progress(self, phase: str) -> Progress:
         """The run's progress from the counts kept here."""
@@ -572,9 +577,10 @@ class _Stager:
 
         The look-ups against earlier runs happen here; the cleansing, mapping
         and encoding happen on a worker thread, so that the event loop
-        meanwhile downloads the next page. Pages not yet stored were never
-        sent: a run that ends before `store` forgets them, and the next fetch
-        brings them again because the watermark has not moved.
+        meanwhile downloads the next page. The first page is stored at once,
+        so that a run shows as fetching. Pages not yet stored were never sent:
+        a run that ends before `store` forgets them, and the next fetch brings
+        them again because the watermark has not moved.
         """
         profiles = self._profiles(resources)
         overlap = [p for p in profiles if self._covered(p.joined_group_at)]
@@ -589,7 +595,11 @@ class _Stager:
         self._unstored.extend(values)
         self.fetched += len(resources)
         self.pages += 1
-        if len(self._unstored) >= STAGE_ROWS:
+        if (
+            len(self._unstored) >= STAGE_ROWS
+            or self._stored_pages == 0
+            or time.monotonic() - self._stored_at >= STAGE_SECONDS
+        ):
             self.store()
 
     def store(self) -> None:
@@ -602,6 +612,7 @@ class _Stager:
             return
         values, self._unstored = self._unstored, []
         self._stored_pages = self.pages
+        self._stored_at = time.monotonic()
         with database_proxy.atomic():
             if values and _insert_outcomes(values) != len(values):
                 # Some were seen earlier in this run (a re-join mid-paging).
