@@ -197,7 +197,9 @@ class ZapTuiApp(App[int]):
         self._reload_tabs()
         if message.what == "settings":
             self.screen_stack[0].query_one(ConsoleHeader).refresh_facts()
-        if self.scheduler is not None and message.what != "runs":
+        # The Settings tab tells the scheduler itself (and shows if it could
+        # not); the other changes are told here.
+        if self.scheduler is not None and message.what not in ("runs", "settings"):
             self.scheduler.refresh()
 
     # -- help and the command palette ------------------------------------------
