@@ -22,7 +22,12 @@ from zaptui.zappost import (
     ZapPostClient,
     ZapPostError,
 )
-from zaptui.zappost.client import CHUNK_BYTES, REFERENCE_FIELD, _StreamStats
+from zaptui.zappost.client import (
+    CHUNK_BYTES,
+    REFERENCE_FIELD,
+    EncodedRecord,
+    _StreamStats,
+)
 
 
 class Sleeps:
@@ -156,6 +161,41 @@ async def test_reference_rides_in_every_records_customdata(
     assert all(
         r["customdata"][REFERENCE_FIELD] == "run-ref" for _, r in submission.valid
     )
+
+
+async def test_stored_record_text_is_sent_as_it_is_or_tagged_when_untagged(
+    client: ZapPostClient, sim: ZapPostSim
+) -> None:
+    tagged = record(1)
+    tagged["customdata"] = {**tagged["customdata"], REFERENCE_FIELD: "run-ref"}
+    stored = EncodedRecord(json.dumps(tagged, separators=(",", ":")))
+    untagged = EncodedRecord(json.dumps(record(2), separators=(",", ":")))
+
+    await client.create_submission(spring(sim), [stored, untagged], reference="run-ref")
+
+    (submission,) = sim.submissions()
+    received = {r["customerid"]: r for _, r in submission.valid}
+    assert received["cust-1"] == tagged
+    assert received["cust-2"]["customdata"] == {
+        "offer_code": "SPR123",
+        "tier": "Gold",
+        REFERENCE_FIELD: "run-ref",
+    }
+    assert [m.customerid for m in sim.mailed()] == ["cust-1", "cust-2"]
+
+
+async def test_stored_text_tagged_for_another_run_is_tagged_for_this_one(
+    client: ZapPostClient, sim: ZapPostSim
+) -> None:
+    other = record(3)
+    other["customdata"] = {**other["customdata"], REFERENCE_FIELD: "old-run"}
+
+    await client.create_submission(
+        spring(sim), [EncodedRecord(json.dumps(other))], reference="run-ref"
+    )
+
+    ((_, received),) = sim.submissions()[0].valid
+    assert received["customdata"][REFERENCE_FIELD] == "run-ref"
 
 
 async def test_only_valid_records_refuses_a_batch_with_any_invalid_record(
