@@ -20,16 +20,20 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
+
+import httpx
 
 from zaptui.clock import utcnow
 
 log = logging.getLogger(__name__)
 
 REDACTED = "[redacted]"
+SERVICE_NAMES = {"klaviyo": "Klaviyo", "zappost": "ZAP~POST"}
 MAX_BODY_CHARS = 16 * 1024  # characters of a body kept in the API log
 SECRET_HEADERS = {"authorization", "cookie", "set-cookie", "proxy-authorization"}
 _SECRET_WORDS = ("key", "password", "secret", "token")
@@ -289,3 +293,45 @@ class NullApiLog:
 
     def record(self, call: ApiCall, secrets: Iterable[str] = ()) -> None:
         """Discard the call."""
+
+
+async def send_recorded(
+    http: httpx.AsyncClient,
+    request: httpx.Request,
+    *,
+    service: str,
+    api_log: ApiLog,
+    secrets: Sequence[str],
+    request_body: Callable[[], str | bytes | None] | None = None,
+) -> tuple[httpx.Response | None, httpx.TransportError | None]:
+    """Send a request once and record the call in the API log.
+
+    A transport failure is returned, not raised, so the caller decides whether
+    to retry. `request_body` is read after the send, so a streamed body can
+    report what it sent. A failing API log is logged and never fails the call.
+    """
+    started = time.perf_counter()
+    response: httpx.Response | None = None
+    error: httpx.TransportError | None = None
+    try:
+        response = await http.send(request)
+    except httpx.TransportError as exc:
+        error = exc
+    call = ApiCall(
+        service=service,
+        method=request.method,
+        url=str(request.url),
+        status=response.status_code if response is not None else None,
+        duration_ms=(time.perf_counter() - started) * 1000,
+        request_headers=dict(request.headers),
+        request_body=request_body() if request_body else None,
+        response_headers=dict(response.headers) if response is not None else {},
+        response_body=response.content if response is not None else None,
+        error=redact_text(f"{type(error).__name__}: {error}", secrets) if error else "",
+    )
+    try:
+        api_log.record(call, secrets=secrets)
+    except Exception:
+        name = SERVICE_NAMES.get(service, service)
+        log.exception("the API log refused a %s call; carrying on", name)
+    return response, error

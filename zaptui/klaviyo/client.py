@@ -24,7 +24,6 @@ import asyncio
 import logging
 import random
 import re
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -35,11 +34,11 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from zaptui.apilog import (
-    ApiCall,
     ApiLog,
     NullApiLog,
     redact_text,
     scrub_http_library_logs,
+    send_recorded,
 )
 from zaptui.clock import iso_z
 from zaptui.klaviyo.errors import (
@@ -395,40 +394,19 @@ class KlaviyoClient:
         headers = {"Content-Type": JSON_API} if json_body is not None else None
         request = self._http.build_request(method, url, json=json_body, headers=headers)
         slot = await self._limiter.acquire(method, request.url.path)
-        started = time.perf_counter()
-        response: httpx.Response | None = None
-        error: Exception | None = None
         try:
-            response = await self._http.send(request)
-        except httpx.TransportError as exc:
-            error = exc
-        finally:
-            self._limiter.release(slot)
-        duration_ms = (time.perf_counter() - started) * 1000
-        self._log_call(
-            ApiCall(
+            return await send_recorded(
+                self._http,
+                request,
                 service="klaviyo",
-                method=method,
-                url=str(request.url),
-                status=response.status_code if response is not None else None,
-                duration_ms=duration_ms,
-                request_headers=dict(request.headers),
-                request_body=request.content.decode("utf-8", "replace")
+                api_log=self._api_log,
+                secrets=self._secrets,
+                request_body=(lambda: request.content)
                 if json_body is not None
                 else None,
-                response_headers=dict(response.headers) if response is not None else {},
-                response_body=response.text if response is not None else None,
-                error=self._clean(f"{type(error).__name__}: {error}") if error else "",
             )
-        )
-        return response, error
-
-    def _log_call(self, call: ApiCall) -> None:
-        """Hand a call to the API log; a failing log never fails the call."""
-        try:
-            self._api_log.record(call, secrets=self._secrets)
-        except Exception:
-            log.exception("the API log refused a Klaviyo call; carrying on")
+        finally:
+            self._limiter.release(slot)
 
     @staticmethod
     def _transient(

@@ -14,7 +14,6 @@ import asyncio
 import json
 import logging
 import random
-import time
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
@@ -30,11 +29,11 @@ from urllib.parse import urlparse
 import httpx
 
 from zaptui.apilog import (
-    ApiCall,
     ApiLog,
     NullApiLog,
     redact_text,
     scrub_http_library_logs,
+    send_recorded,
 )
 from zaptui.zappost.errors import (
     InvalidRequest,
@@ -599,36 +598,14 @@ class ZapPostClient:
             content=content,
             headers={"Content-Type": "application/json"} if content else None,
         )
-        started = time.perf_counter()
-        response: httpx.Response | None = None
-        error: Exception | None = None
-        try:
-            response = await self._http.send(request)
-        except httpx.TransportError as exc:
-            error = exc
-        duration_ms = (time.perf_counter() - started) * 1000
-        self._log_call(
-            ApiCall(
-                service="zappost",
-                method=method,
-                url=str(request.url),
-                status=response.status_code if response is not None else None,
-                duration_ms=duration_ms,
-                request_headers=dict(request.headers),
-                request_body=summary() if summary else None,
-                response_headers=dict(response.headers) if response else {},
-                response_body=response.content if response is not None else None,
-                error=self._clean(f"{type(error).__name__}: {error}") if error else "",
-            )
+        return await send_recorded(
+            self._http,
+            request,
+            service="zappost",
+            api_log=self._api_log,
+            secrets=self._secrets,
+            request_body=summary,
         )
-        return response, error
-
-    def _log_call(self, call: ApiCall) -> None:
-        """Hand a call to the API log; a failing log never fails the call."""
-        try:
-            self._api_log.record(call, secrets=self._secrets)
-        except Exception:
-            log.exception("the API log refused a ZAP~POST call; carrying on")
 
     def _body(self, response: httpx.Response, lean: bool = False) -> Any:
         """The JSON body of a successful response.

@@ -19,13 +19,12 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
+from zaptui.apilog import SERVICE_NAMES
 from zaptui.clock import format_utc
 from zaptui.store import queries
 from zaptui.ui.text import clean, literal
 
 log = logging.getLogger(__name__)
-
-SERVICE_NAMES = {"klaviyo": "Klaviyo", "zappost": "ZAP~POST"}
 
 
 def service_name(service: str) -> str:
