@@ -69,6 +69,7 @@ class ConsoleSession(asyncssh.SSHServerSession):  # type: ignore[type-arg]
         self._master: int | None = None
         self._term_type = "xterm-256color"
         self._size = (80, 24)
+        self._reaper: asyncio.Task[None] | None = None
 
     def connection_made(self, chan: Any) -> None:
         self._channel = chan
@@ -132,13 +133,13 @@ class ConsoleSession(asyncssh.SSHServerSession):  # type: ignore[type-arg]
         loop.remove_reader(self._master)
         os.close(self._master)
         self._master = None
+        # Reaping may take a moment; other operators' sessions must not wait.
+        self._reaper = loop.create_task(self._exit_with_console())
+
+    async def _exit_with_console(self) -> None:
         code = 0
         if self._process is not None:
-            try:
-                code = self._process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                code = self._process.wait()
+            code = await asyncio.to_thread(_reap, self._process)
         if self._channel is not None:
             self._channel.exit(code if code >= 0 else 1)
 
@@ -163,8 +164,18 @@ class ConsoleSession(asyncssh.SSHServerSession):  # type: ignore[type-arg]
                 os.killpg(process.pid, signal.SIGHUP)
             except ProcessLookupError:
                 pass
+        self._channel = None  # gone with the connection: nothing to tell it
         if self._master is not None:
             self._finish()
+
+
+def _reap(process: subprocess.Popen[bytes]) -> int:
+    """Wait for a console that closed its terminal; kill it if it lingers."""
+    try:
+        return process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
 
 
 class ConsoleServer(asyncssh.SSHServer):
