@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
 from collections.abc import Callable
 from typing import Any
 
@@ -106,6 +108,7 @@ class ZapTuiApp(App[int]):
         prepare: Callable[[], Services] | None = None,
         preparing: str = "Starting…",
         start_scheduler: bool = False,
+        quit_on_hangup: bool = False,
     ) -> None:
         super().__init__()
         if services is None and prepare is None:
@@ -116,6 +119,7 @@ class ZapTuiApp(App[int]):
         self._prepare = prepare
         self._preparing = preparing
         self._start_scheduler = start_scheduler
+        self._quit_on_hangup = quit_on_hangup
 
     # -- composing -------------------------------------------------------------
 
@@ -135,6 +139,13 @@ class ZapTuiApp(App[int]):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
+        if self._quit_on_hangup:
+            # A closed terminal (a dropped SSH connection) or SIGTERM quits the
+            # way `q` does, so a sync stops at a safe point and the demo's
+            # folder is removed, instead of the process dying mid-step.
+            loop = asyncio.get_running_loop()
+            for number in (signal.SIGHUP, signal.SIGTERM):
+                loop.add_signal_handler(number, self.exit)
         if self.services is None:
             self._prepare_services()
         else:

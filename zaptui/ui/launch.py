@@ -56,8 +56,6 @@ def _launch_demo(auto_pilot: AutoPilot | None) -> int:
     """Build a demo in a folder of its own, run the console on it, then delete it."""
     from zaptui.demo import build_demo
 
-    # TODO(demo): a demo ended by a signal (a dropped SSH connection) leaves its
-    # temporary folder behind; remove stale ones at the next start.
     with tempfile.TemporaryDirectory(prefix="zaptui-demo-") as name:
         folder = Path(name)
         key = new_key()
@@ -90,7 +88,11 @@ def _run(
     from zaptui.ui.app import ZapTuiApp
 
     app = ZapTuiApp(
-        services, prepare=prepare, preparing=preparing, start_scheduler=True
+        services,
+        prepare=prepare,
+        preparing=preparing,
+        start_scheduler=True,
+        quit_on_hangup=auto_pilot is None,
     )
     if auto_pilot is None:
         app.run()
