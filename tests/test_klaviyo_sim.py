@@ -73,17 +73,19 @@ def key_of(world: SimWorld, name: str = "Acme Outdoor") -> str:
     return world.klaviyo.account(name).private_key
 
 
+def signed_in(base: str, key: str, **options: Any) -> httpx.AsyncClient:
+    """A plain HTTP client to the simulated Klaviyo with a key and the revision."""
+    return httpx.AsyncClient(
+        base_url=SimWorld.klaviyo_url(base),
+        headers={"Authorization": f"Klaviyo-API-Key {key}", "revision": REVISION},
+        **options,
+    )
+
+
 @pytest.fixture
 async def http(world: SimWorld, base: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        base_url=SimWorld.klaviyo_url(base),
-        headers={
-            "Authorization": f"Klaviyo-API-Key {key_of(world)}",
-            "revision": REVISION,
-            "Accept": "application/vnd.api+json",
-        },
-        timeout=5,
-    ) as client:
+    async with signed_in(base, key_of(world), timeout=5) as client:
+        client.headers["Accept"] = "application/vnd.api+json"
         yield client
 
 
@@ -328,13 +330,7 @@ async def test_a_revoked_key_gets_a_401(world, base):
 
 
 async def test_a_key_without_a_scope_gets_a_403_naming_it(world, base):
-    async with httpx.AsyncClient(
-        base_url=SimWorld.klaviyo_url(base),
-        headers={
-            "Authorization": f"Klaviyo-API-Key {key_of(world, 'Borough Books')}",
-            "revision": REVISION,
-        },
-    ) as books:
+    async with signed_in(base, key_of(world, "Borough Books")) as books:
         lists = await books.get("/api/lists/")
         segments = await books.get("/api/segments/")
 
@@ -348,13 +344,7 @@ async def test_a_key_without_a_scope_gets_a_403_naming_it(world, base):
 
 async def test_an_account_sees_only_its_own_sources(world, base):
     acme_segment = members_url(world)
-    async with httpx.AsyncClient(
-        base_url=SimWorld.klaviyo_url(base),
-        headers={
-            "Authorization": f"Klaviyo-API-Key {key_of(world, 'Borough Books')}",
-            "revision": REVISION,
-        },
-    ) as books:
+    async with signed_in(base, key_of(world, "Borough Books")) as books:
         lists = (await books.get("/api/lists/")).json()
         other = await books.get(acme_segment.replace("segments", "lists"))
 
@@ -704,13 +694,7 @@ async def test_faults_for_one_service_leave_the_other_alone(world, base):
     faults = world.faults
     faults.add("zappost", "*", "5xx", None)
 
-    async with httpx.AsyncClient(
-        base_url=SimWorld.klaviyo_url(base),
-        headers={
-            "Authorization": f"Klaviyo-API-Key {key_of(world)}",
-            "revision": REVISION,
-        },
-    ) as http:
+    async with signed_in(base, key_of(world)) as http:
         answer = await http.get("/api/lists/")
 
     assert answer.status_code == 200
@@ -727,13 +711,7 @@ async def test_the_simulator_can_run_with_custom_tiers(base, server):
     tiers = {name: Tier(name, 1, 2) for name in TIERS}
     world = SimWorld.seeded(seed=2, profiles=10, tiers=tiers)
     server[0].app = world.app
-    async with httpx.AsyncClient(
-        base_url=SimWorld.klaviyo_url(base),
-        headers={
-            "Authorization": f"Klaviyo-API-Key {key_of(world)}",
-            "revision": REVISION,
-        },
-    ) as http:
+    async with signed_in(base, key_of(world)) as http:
         first = await http.get("/api/lists/")
         second = await http.get("/api/lists/")
 
