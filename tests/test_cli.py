@@ -172,6 +172,30 @@ def test_a_connection_is_paired_listed_paused_resumed_and_removed(
     assert world.mailed() == []
 
 
+def test_names_holding_escape_sequences_never_reach_the_terminal(
+    world: World, env: dict[str, str]
+) -> None:
+    created = zaptui(
+        env,
+        "connection",
+        "add",
+        "--account",
+        str(add_acme(env)),
+        "--segment",
+        world.segment.id,
+        "--campaign",
+        world.campaign_id(),
+        "--name",
+        "Evil\x1b]52;c;Zm9v\x07 list",
+    )
+    table = zaptui(env, "connection", "list").stdout
+    listed = as_json(zaptui(env, "connection", "list", "--json"))
+
+    assert "\x1b" not in created.stdout and "Evil list" in created.stdout
+    assert "\x1b" not in table and "Evil list" in table
+    assert listed[0]["name"] == "Evil\x1b]52;c;Zm9v\x07 list"  # the data is kept
+
+
 def test_sync_runs_now_and_prints_the_runs_counts(
     world: World, env: dict[str, str]
 ) -> None:

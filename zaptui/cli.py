@@ -318,13 +318,20 @@ def _connection_row(connection: Any) -> dict[str, Any]:
     }
 
 
+def _printable(text: str) -> str:
+    """Names as one line that cannot drive the terminal (escape sequences gone)."""
+    from zaptui.domain.address import clean_text
+
+    return clean_text(text)[0]
+
+
 def _table(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
     from zaptui.clock import format_utc
 
     def cell(value: Any) -> str:
         if hasattr(value, "isoformat"):
             return format_utc(value)
-        return "" if value is None else str(value)
+        return _printable("" if value is None else str(value))
 
     cells = [[cell(row[c]) for c in columns] for row in rows]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
@@ -342,7 +349,8 @@ def cmd_account(args: argparse.Namespace) -> int:
         state = account.status
         if account.status_reason:
             state += f": {account.status_reason}"
-        print(f"paired Klaviyo account {account.id}: {account.name} ({state})")
+        name = _printable(account.name)
+        print(f"paired Klaviyo account {account.id}: {name} ({state})")
         return EXIT_OK if account.status == "connected" else EXIT_FAILED
     if args.action == "list":
         rows = [_account_row(a) for a in services.accounts()]
@@ -377,7 +385,8 @@ def cmd_connection(args: argparse.Namespace) -> int:
             name=args.name,
             new_joiners_only=args.new_joiners_only,
         )
-        print(f"created data connection {connection.id}: {connection.name}")
+        name = _printable(connection.name)
+        print(f"created data connection {connection.id}: {name}")
         return EXIT_OK
     if args.action == "list":
         rows = [_connection_row(c) for c in services.connections()]
