@@ -94,7 +94,20 @@ def test_first_schema_database_migrates_without_losing_data(tmp_path):
         for index in db.get_indexes(table)
     }
     assert {("started_at", "id"), ("at", "id"), ("service", "at", "id")} <= paging
+    migrated = _indexes(db)
     db.close()
+
+    fresh = open_database(f"sqlite:///{tmp_path / 'new.db'}")
+    assert migrated == _indexes(fresh)
+    fresh.close()
+
+
+def _indexes(db) -> dict[str, set[tuple[str, ...]]]:
+    """Each table's indexes as their column lists."""
+    return {
+        table: {tuple(index.columns) for index in db.get_indexes(table)}
+        for table in db.get_tables()
+    }
 
 
 def test_opening_twice_is_harmless(db_url):

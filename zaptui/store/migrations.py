@@ -59,10 +59,28 @@ def _v4_paging_indexes(migrator: SchemaMigrator) -> None:
     )
 
 
+# Indexes every staged profile, ledger row or API call had to write without any
+# query needing them: each is covered by a wider index or never searched.
+_V5_DROPPED = {
+    "profile_outcome": ("outcome", "created_at"),
+    "submitted_profile": ("connection_id", "run_id", "submitted_at"),
+    "api_log_entry": ("at",),
+}
+
+
+def _v5_fewer_write_indexes(migrator: SchemaMigrator) -> None:
+    """Version 5: drop the indexes a sync wrote for every profile in vain."""
+    database = migrator.database
+    for table, columns in _V5_DROPPED.items():
+        for column in columns:
+            database.execute_sql(f'DROP INDEX IF EXISTS "{table}_{column}"')
+
+
 MIGRATIONS: list[tuple[int, Callable[[SchemaMigrator], None]]] = [
     (2, _v2_failure_tracking),
     (3, _v3_scheduler_tables),
     (4, _v4_paging_indexes),
+    (5, _v5_fewer_write_indexes),
 ]
 LATEST_VERSION = max(version for version, _ in MIGRATIONS)
 

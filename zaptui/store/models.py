@@ -163,12 +163,14 @@ class ProfileOutcome(BaseModel):
     joined_group_at = UtcDateTimeField(null=True)
     display_name = pw.CharField(default="")
     email = pw.CharField(default="")
-    # staged, imported, failed, duplicate, held_back, rejected
-    outcome = pw.CharField(index=True)
+    # staged, imported, failed, duplicate, held_back, rejected. Not indexed:
+    # a run's rows are found by run, and an index here would be rewritten for
+    # every profile when its run's staged rows become imported.
+    outcome = pw.CharField()
     reason = pw.TextField(default="")
     record = JsonField(null=True)
     correction = JsonField(null=True)  # original and corrected address
-    created_at = UtcDateTimeField(default=utcnow, index=True)
+    created_at = UtcDateTimeField(default=utcnow)
 
     class Meta:
         indexes = ((("run", "profile_id"), True),)
@@ -191,14 +193,17 @@ class SubmittedProfile(BaseModel):
     """The de-duplication ledger: a profile mailed for one membership of a list
     or segment. Written in the same transaction as the run's outcome."""
 
+    # Every index here is written for every profile mailed: the unique one
+    # serves de-duplication (and the connection's cascade), the other two the
+    # hold-back by profile id and by email. Runs are never deleted.
     connection = pw.ForeignKeyField(
-        DataConnection, backref="ledger", on_delete="CASCADE"
+        DataConnection, backref="ledger", on_delete="CASCADE", index=False
     )
     profile_id = pw.CharField()
     joined_group_at = UtcDateTimeField(null=True)
     email = pw.CharField(default="", index=True)
-    run = pw.ForeignKeyField(SyncRun, null=True, on_delete="SET NULL")
-    submitted_at = UtcDateTimeField(default=utcnow, index=True)
+    run = pw.ForeignKeyField(SyncRun, null=True, on_delete="SET NULL", index=False)
+    submitted_at = UtcDateTimeField(default=utcnow)
 
     class Meta:
         indexes = (
@@ -211,7 +216,7 @@ class ApiLogEntry(BaseModel):
     """One HTTP call to Klaviyo or ZAP~POST, secrets already redacted."""
 
     service = pw.CharField()  # klaviyo, zappost
-    at = UtcDateTimeField(default=utcnow, index=True)
+    at = UtcDateTimeField(default=utcnow)  # indexed with id, below
     method = pw.CharField()
     url = pw.TextField()
     status = pw.IntegerField(null=True)

@@ -122,7 +122,7 @@ async def _write_back_run(run: SyncRun, klaviyo: Any) -> int:
             .where(
                 (ProfileOutcome.run == run.id)
                 & (ProfileOutcome.id > last_id)
-                & (pw.fn.LOWER(ProfileOutcome.outcome) == "imported")
+                & (ProfileOutcome.outcome == "imported")
                 & _is_pending()
             )
             .order_by(ProfileOutcome.id)
