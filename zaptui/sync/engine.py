@@ -80,6 +80,7 @@ SUBMIT_CHUNK = 250
 STAGE_ROWS = 1000
 STAGE_SECONDS = 1.0
 HEARTBEAT_SECONDS = 10.0
+YIELDS_BEFORE_WORK = 4
 UNFINISHED = ("running",)
 MAX_PROFILE_ID = 64  # Klaviyo's ids are 26 characters
 MAX_STORED_REJECTIONS = 1000
@@ -587,10 +588,11 @@ class _Stager:
         seen = self._already_mailed(overlap)
         reported = self._already_failed(overlap)
         held = self._held_back(profiles)
-        now = utcnow()
-        outcomes, values = await asyncio.to_thread(
-            self._rows, profiles, seen, reported, held, now
-        )
+        # The request for the next page is sent before this page is worked
+        # on: each turn of the loop lets it get a step further on its way.
+        for _ in range(YIELDS_BEFORE_WORK):
+            await asyncio.sleep(0)
+        outcomes, values = self._rows(profiles, seen, reported, held, utcnow())
         self._count(outcomes)
         self._unstored.extend(values)
         self.fetched += len(resources)
@@ -745,14 +747,18 @@ class _Stager:
             return self._failed(row, reason, reported.get(membership))
         correction = None
         # Only a correction that changes the Klaviyo location is kept: writing
-        # "LONDON" back for "London" would correct nothing.
+        # "LONDON" back for "London" would correct nothing. With write-back off
+        # only what changed is kept: the corrected address is in the record.
         if result.changes and location_needs_update(result.address, result.original):
-            correction = {
-                "original": result.original,
-                "address": dict(vars(result.address)),
-                "changes": list(result.changes),
-                "write_back": "pending" if self.fix_addresses else "off",
-            }
+            if self.fix_addresses:
+                correction = {
+                    "original": result.original,
+                    "address": dict(vars(result.address)),
+                    "changes": list(result.changes),
+                    "write_back": "pending",
+                }
+            else:
+                correction = {"changes": list(result.changes), "write_back": "off"}
         return row | {"outcome": "staged", "record": record, "correction": correction}
 
     @staticmethod
@@ -801,9 +807,7 @@ class _Stager:
             .where(
                 (ProfileOutcome.run << earlier_runs)
                 & (ProfileOutcome.profile_id << [p.id for p in profiles])
-                # Wrapped so that SQLite looks rows up by (run, profile id)
-                # instead of walking every failure of every run.
-                & (pw.fn.LOWER(ProfileOutcome.outcome) == "failed")
+                & (ProfileOutcome.outcome == "failed")
             )
             .tuples()
         )
