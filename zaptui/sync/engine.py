@@ -548,6 +548,7 @@ class _Stager:
         self.mapping = mapping
         self.fields = fields
         self.records = RecordBuilder(mapping, fields, run.reference)
+        self._encode = _JSON.encode
         self.verifier = verifier
         self.fix_addresses = fix_addresses
         self.hold_back_days = int(settings.get("hold_back_days"))
@@ -636,11 +637,17 @@ class _Stager:
         held: set[str],
         now: datetime,
     ) -> tuple[list[str], list[tuple[Any, ...]]]:
-        """Outcomes and database values for a page's profiles (no database use)."""
+        """Outcomes and database values for a page's profiles (no database use).
+
+        Each row is a tuple in `_OUTCOME_FIELDS` order, built directly: this
+        runs for every profile of a sync.
+        """
         outcomes: list[str] = []
         values: list[tuple[Any, ...]] = []
         ids: set[str] = set()
+        run_id = self.run.id
         stored_now = ProfileOutcome.created_at.db_value(now)
+        joined_value = ProfileOutcome.joined_group_at.db_value
         for profile in profiles:
             if profile.id in ids:
                 continue  # a re-join while paging: this run mails the first
@@ -650,9 +657,25 @@ class _Stager:
                 self.watermark is None or joined > self.watermark
             ):
                 self.watermark = joined
-            row = self._outcome(profile, seen, reported, held, now)
-            outcomes.append(row["outcome"])
-            values.append(_outcome_values(row, stored_now))
+            email = _plain_text(profile.email).casefold()
+            outcome, reason, record, correction = self._outcome(
+                profile, email, seen, reported, held
+            )
+            outcomes.append(outcome)
+            values.append(
+                (
+                    run_id,
+                    profile.id,
+                    joined_value(joined),
+                    _plain_text(profile.display_name),
+                    email,
+                    outcome,
+                    reason,
+                    record,
+                    correction,
+                    stored_now,
+                )
+            )
         return outcomes, values
 
     def finish(self) -> None:
@@ -709,42 +732,26 @@ class _Stager:
     def _outcome(
         self,
         profile: Profile,
+        email: str,
         seen: set[tuple[str, Any]],
         reported: dict[tuple[str, Any], tuple[int, str]],
         held: set[str],
-        now: datetime,
-    ) -> dict[str, Any]:
-        email = _plain_text(profile.email).casefold()
-        row: dict[str, Any] = {
-            "run": self.run.id,
-            "profile_id": profile.id,
-            "joined_group_at": profile.joined_group_at,
-            "display_name": _plain_text(profile.display_name),
-            "email": email,
-            "reason": "",
-            "record": None,
-            "correction": None,
-            "created_at": now,
-        }
+    ) -> tuple[str, str, str | None, str | None]:
+        """(outcome, reason, record, correction) of one profile, as stored."""
         membership = (profile.id, profile.joined_group_at)
         if membership in seen:
-            return row | {
-                "outcome": "duplicate",
-                "reason": "already mailed for this membership",
-            }
+            return "duplicate", "already mailed for this membership", None, None
         if profile.id in held or (email and email in held):
-            return row | {
-                "outcome": "held_back",
-                "reason": f"mailed within the last {self.hold_back_days} days",
-            }
+            reason = f"mailed within the last {self.hold_back_days} days"
+            return "held_back", reason, None, None
         result = cleanse(profile, self.verifier)
         if not result.ok or result.address is None:
             reason = "; ".join(result.reasons) or "the address could not be used"
-            return self._failed(row, reason, reported.get(membership))
+            return self._failed(reason, reported.get(membership))
         record, errors = self.records.build(profile, result.address)
         if record is None:
             reason = "; ".join(errors) or "the record could not be built"
-            return self._failed(row, reason, reported.get(membership))
+            return self._failed(reason, reported.get(membership))
         correction = None
         # Only a correction that changes the Klaviyo location is kept: writing
         # "LONDON" back for "London" would correct nothing. With write-back off
@@ -759,19 +766,22 @@ class _Stager:
                 }
             else:
                 correction = {"changes": list(result.changes), "write_back": "off"}
-        return row | {"outcome": "staged", "record": record, "correction": correction}
+        return (
+            "staged",
+            "",
+            self._encode(record),
+            None if correction is None else _JSON.encode(correction),
+        )
 
     @staticmethod
     def _failed(
-        row: dict[str, Any], reason: str, earlier: tuple[int, str] | None
-    ) -> dict[str, Any]:
+        reason: str, earlier: tuple[int, str] | None
+    ) -> tuple[str, str, None, None]:
         if earlier is not None and earlier[1] == reason:
             # The look-back fetched it again; its failure is already on record.
-            return row | {
-                "outcome": "duplicate",
-                "reason": f"already reported as failed in sync {earlier[0]}: {reason}",
-            }
-        return row | {"outcome": "failed", "reason": reason}
+            reason = f"already reported as failed in sync {earlier[0]}: {reason}"
+            return "duplicate", reason, None, None
+        return "failed", reason, None, None
 
     def _already_mailed(self, profiles: list[Profile]) -> set[tuple[str, Any]]:
         if not profiles:
@@ -857,28 +867,9 @@ _OUTCOME_FIELDS = (
 _OUTCOME_COLUMNS = [ProfileOutcome._meta.fields[name] for name in _OUTCOME_FIELDS]
 
 
+# The same text JsonField writes, from one reusable encoder: json.dumps with
+# options builds a new encoder for every call.
 _JSON = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
-
-
-def _outcome_values(row: dict[str, Any], created_at: Any) -> tuple[Any, ...]:
-    """An outcome row as the values the database stores.
-
-    The same text JsonField writes, from one reusable encoder: json.dumps
-    with options builds a new encoder for every call.
-    """
-    record, correction = row["record"], row["correction"]
-    return (
-        row["run"],
-        row["profile_id"],
-        ProfileOutcome.joined_group_at.db_value(row["joined_group_at"]),
-        row["display_name"],
-        row["email"],
-        row["outcome"],
-        row["reason"],
-        None if record is None else _JSON.encode(record),
-        None if correction is None else _JSON.encode(correction),
-        created_at,
-    )
 
 
 def _insert_outcomes(values: list[tuple[Any, ...]]) -> int:
