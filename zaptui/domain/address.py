@@ -56,6 +56,25 @@ _COUNTRY_ALIASES = {
     "unitedkingdom",
     "unitedkingdomofgreatbritainandnorthernireland",
 }
+# The spellings customers use most, so that most profiles need no casefolding;
+# any other is checked against the aliases above.
+_UK_SPELLINGS = frozenset(
+    spelling
+    for written in (
+        "United Kingdom",
+        "UK",
+        "U.K.",
+        "GB",
+        "GBR",
+        "Great Britain",
+        "Britain",
+        "England",
+        "Scotland",
+        "Wales",
+        "Northern Ireland",
+    )
+    for spelling in (written, written.upper(), written.lower(), written.title())
+)
 
 # Terminal escape sequences: CSI (ESC [ or the C1 byte), OSC/DCS/APC/PM/SOS
 # strings up to BEL or ST, then any other two-character ESC sequence.
@@ -141,6 +160,9 @@ class RulesVerifier:
         if reasons:
             return VerificationResult(None, tuple(reasons))
         return VerificationResult(address)
+
+
+_RULES = RulesVerifier()
 
 
 class NotText(TypeError):
@@ -335,7 +357,11 @@ def cleanse(profile: Profile, verifier: AddressVerifier | None = None) -> Cleans
     location = getattr(profile, "location", None)
     original = dict(location) if isinstance(location, dict) else {}
     try:
-        return _cleanse(profile, original, verifier or RulesVerifier())
+        verifier = verifier or _RULES
+        result = _cleanse_plain(profile, original, verifier)
+        if result is None:
+            result = _cleanse(profile, original, verifier)
+        return result
     except Exception as error:  # no profile may stop a sync run
         logger.warning(
             "address cleansing failed for profile %s: %s",
@@ -343,6 +369,107 @@ def cleanse(profile: Profile, verifier: AddressVerifier | None = None) -> Cleans
             type(error).__name__,
         )
         return CleanseResult(None, ("the address could not be read",), (), original)
+
+
+def _plain(value: Any) -> str | None:
+    """A missing or printable ASCII value as clean_text cleans it, else None.
+
+    Such a value holds no control characters, so cleaning it records no change.
+    """
+    if type(value) is str:
+        if value.isascii() and value.isprintable():
+            return " ".join(value.split()) if "  " in value else value.strip()
+        return None
+    return "" if value is None else None
+
+
+def _quoted_plain(text: str) -> str:
+    """What quoted() makes of text that _plain already cleaned."""
+    return f"'{text}'" if len(text) <= 40 else f"'{text[:39]}…'"
+
+
+def _cleanse_plain(
+    profile: Profile, location: dict[str, Any], verifier: AddressVerifier
+) -> CleanseResult | None:
+    """_cleanse for the common profile: every field missing or printable ASCII.
+
+    Gives what _cleanse gives, with the general steps skipped where such text
+    cannot need them; None for any other profile, which _cleanse then takes.
+    """
+    first = _plain(getattr(profile, "first_name", ""))
+    last = _plain(getattr(profile, "last_name", ""))
+    organisation = _plain(getattr(profile, "organization", ""))
+    if first is None or last is None or organisation is None:
+        return None
+    line1 = _plain(location.get("address1"))
+    line2 = _plain(location.get("address2"))
+    city = _plain(location.get("city"))
+    county = _plain(location.get("region"))
+    raw_postcode = _plain(location.get("zip"))
+    raw_country = _plain(location.get("country"))
+    if (
+        line1 is None
+        or line2 is None
+        or city is None
+        or county is None
+        or raw_postcode is None
+        or raw_country is None
+    ):
+        return None
+
+    changes: list[str] = []
+    name = f"{first} {last}".strip() or organisation
+    if not line1 and line2:
+        line1, line2 = line2, ""
+        changes.append("moved address line 2 up to address line 1")
+
+    town = city.upper()
+    if town != city:
+        changes.append(f"town {_quoted_plain(city)} -> {_quoted_plain(town)}")
+
+    # A postcode that already matches the pattern is its own normalised form.
+    postcode_ok = POSTCODE_PATTERN.fullmatch(raw_postcode) is not None
+    postcode = raw_postcode
+    if not postcode_ok:
+        normalised, _ = normalise_postcode(raw_postcode)
+        if normalised is not None:
+            postcode = normalised
+            postcode_ok = True
+            if postcode != raw_postcode:
+                changes.append(f"postcode {quoted(raw_postcode)} -> {quoted(postcode)}")
+
+    if raw_country in _UK_SPELLINGS:
+        country = UNITED_KINGDOM
+    else:
+        country = _normalise_country(raw_country)
+    if not raw_country and postcode_ok:
+        country = UNITED_KINGDOM
+        changes.append(f"country blank, assumed {quoted(UNITED_KINGDOM)} from postcode")
+    elif country != raw_country:
+        changes.append(
+            f"country {_quoted_plain(raw_country)} -> {_quoted_plain(country)}"
+        )
+
+    candidate = _address(name, line1, line2, "", town, county, postcode, country)
+    printable = (
+        name
+        and line1
+        and town
+        and postcode_ok
+        and country == UNITED_KINGDOM
+        and len(name) <= MAX_LINE_LENGTH
+        and len(line1) <= MAX_LINE_LENGTH
+        and len(line2) <= MAX_LINE_LENGTH
+        and len(town) <= MAX_LINE_LENGTH
+        and len(county) <= MAX_LINE_LENGTH
+    )
+    if not printable:
+        # What check_address says of it; with every field text, _cleanse
+        # reports exactly that.
+        reasons = list(dict.fromkeys(check_address(candidate)))
+        if reasons:
+            return _result(None, tuple(reasons), tuple(changes), location)
+    return _verified(candidate, changes, location, verifier)
 
 
 def _cleanse(
@@ -399,17 +526,26 @@ def _cleanse(
     elif country != raw_country:
         changes.append(f"country {quoted(raw_country)} -> {quoted(country)}")
 
-    candidate = Address(name, line1, line2, "", town, county, postcode, country)
+    candidate = _address(name, line1, line2, "", town, county, postcode, country)
     for reason in check_address(candidate):
         label = reason.partition(" is missing")[0]
         if label not in not_text and reason not in reasons:
             reasons.append(reason)
     if reasons:
-        return CleanseResult(None, tuple(reasons), tuple(changes), location)
+        return _result(None, tuple(reasons), tuple(changes), location)
+    return _verified(candidate, changes, location, verifier)
 
+
+def _verified(
+    candidate: Address,
+    changes: list[str],
+    location: dict[str, Any],
+    verifier: AddressVerifier,
+) -> CleanseResult:
+    """The result for an address that met the format rules, once verified."""
     if type(verifier) is RulesVerifier:
         # Its only check, check_address, has just passed.
-        return CleanseResult(candidate, (), tuple(changes), location)
+        return _result(candidate, (), tuple(changes), location)
     try:
         verified = verifier.verify(candidate)
     except Exception as error:  # a verifier service failing rejects, never stops
@@ -424,6 +560,48 @@ def _cleanse(
     if final_reasons:
         return CleanseResult(None, tuple(final_reasons), tuple(changes), location)
     return CleanseResult(verified.address, (), tuple(changes), location)
+
+
+_new = object.__new__
+
+
+def _address(
+    name: str,
+    line1: str,
+    line2: str,
+    line3: str,
+    town: str,
+    county: str,
+    postcode: str,
+    country: str,
+) -> Address:
+    """Address(...) without the frozen dataclass's one __setattr__ per field."""
+    address = _new(Address)
+    address.__dict__.update(
+        name=name,
+        line1=line1,
+        line2=line2,
+        line3=line3,
+        town=town,
+        county=county,
+        postcode=postcode,
+        country=country,
+    )
+    return address
+
+
+def _result(
+    address: Address | None,
+    reasons: tuple[str, ...],
+    changes: tuple[str, ...],
+    original: dict[str, Any],
+) -> CleanseResult:
+    """CleanseResult(...) built the way _address builds an Address."""
+    result = _new(CleanseResult)
+    result.__dict__.update(
+        address=address, reasons=reasons, changes=changes, original=original
+    )
+    return result
 
 
 def _normalise_country(country: str) -> str:
