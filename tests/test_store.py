@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from zaptui.runtime import Runtime
+from zaptui.services import Services
 from zaptui.store.db import DatabaseUrlError, connect, open_database
 from zaptui.store.migrations import LATEST_VERSION, current_version
 from zaptui.store.models import Account, DataConnection, Setting, SyncRun
@@ -100,6 +102,19 @@ def test_first_schema_database_migrates_without_losing_data(tmp_path):
     fresh = open_database(f"sqlite:///{tmp_path / 'new.db'}")
     assert migrated == _indexes(fresh)
     fresh.close()
+
+
+def test_the_hold_back_indexes_exist_while_the_rule_is_on(db):
+    services = Services(Runtime(actor="test"))
+
+    def ledger_indexes() -> set[tuple[str, ...]]:
+        return {tuple(index.columns) for index in db.get_indexes("submitted_profile")}
+
+    assert ledger_indexes() == {("connection_id", "profile_id", "joined_group_at")}
+    services.set_setting("hold_back_days", 30)
+    assert {("profile_id", "submitted_at"), ("email",)} <= ledger_indexes()
+    services.set_setting("hold_back_days", 0)
+    assert ledger_indexes() == {("connection_id", "profile_id", "joined_group_at")}
 
 
 def _indexes(db) -> dict[str, set[tuple[str, ...]]]:

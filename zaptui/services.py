@@ -41,6 +41,7 @@ from zaptui.store.models import (
     FieldMapping,
     SyncRun,
     database_proxy,
+    set_hold_back_indexes,
 )
 from zaptui.sync import leases
 from zaptui.sync.engine import (
@@ -581,6 +582,8 @@ class Services:
         with database_proxy.atomic():  # no change without its audit entry
             before = settings.get(key)
             stored = settings.put(key, value)
+            if key == "hold_back_days":
+                set_hold_back_indexes(database_proxy.obj, bool(stored))
             self.audit(f"settings.{key}", key, {"value": before}, {"value": stored})
         return stored
 

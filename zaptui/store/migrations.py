@@ -23,7 +23,9 @@ from zaptui.store.models import (
     SchedulerHeartbeat,
     SchedulerMark,
     SchemaVersion,
+    Setting,
     SyncRun,
+    set_hold_back_indexes,
 )
 
 log = logging.getLogger(__name__)
@@ -69,11 +71,18 @@ _V5_DROPPED = {
 
 
 def _v5_fewer_write_indexes(migrator: SchemaMigrator) -> None:
-    """Version 5: drop the indexes a sync wrote for every profile in vain."""
+    """Version 5: drop the indexes a sync wrote for every profile in vain.
+
+    The hold-back rule's ledger indexes stay if the rule is on.
+    """
     database = migrator.database
     for table, columns in _V5_DROPPED.items():
         for column in columns:
             database.execute_sql(f'DROP INDEX IF EXISTS "{table}_{column}"')
+    stored = (
+        Setting.select(Setting.value).where(Setting.key == "hold_back_days").scalar()
+    )
+    set_hold_back_indexes(database, bool(stored))
 
 
 MIGRATIONS: list[tuple[int, Callable[[SchemaMigrator], None]]] = [
