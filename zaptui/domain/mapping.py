@@ -14,7 +14,7 @@ import difflib
 import json
 import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
@@ -320,6 +320,11 @@ def build_record(
 _AUTOMATIC = object()
 """A field's source when it is filled from the address or the profile id."""
 
+_STANDARD_NAMES = tuple(name for name, _, _ in STANDARD_FIELDS)
+
+Check = Callable[[str], tuple[str, str]]
+"""check_value for one field: a value in, (value to send, error or "") out."""
+
 
 class RecordBuilder:
     """Builds one campaign's records, the mapping read once for all profiles.
@@ -353,6 +358,60 @@ class RecordBuilder:
                 field.expected_values is None and field.validation_expression is None
             )
             self._steps.append((field, source, problem, plain))
+        try:
+            self._laid_out = self._lay_out()
+        except Exception:  # a field the plan cannot prepare: the general steps
+            self._laid_out = False
+        self._encode = _compact_encoder()
+
+    def _lay_out(self) -> bool:
+        """Plan the common build: the campaign_fields shape and a sound mapping.
+
+        That is the twelve standard fields in their order, then custom fields
+        with names of their own, and every mapped path known. Any other list
+        of fields is built by the general steps.
+        """
+        steps = self._steps
+        names = [field.name for field, _, _, _ in steps]
+        standard = [field for field, _, _, _ in steps[: len(_STANDARD_NAMES)]]
+        if (
+            tuple(names[: len(_STANDARD_NAMES)]) != _STANDARD_NAMES
+            or any(field.custom for field in standard)
+            or len(set(names)) != len(names)
+            or any(problem for _, _, problem, _ in steps)
+            or any(
+                not field.custom or field.name in AUTOMATIC_FIELDS
+                for field, _, _, _ in steps[len(_STANDARD_NAMES) :]
+            )
+        ):
+            return False
+
+        # The values of a record in field order: the profile id, the five
+        # mapped standard fields, the six address fields, the custom fields.
+        self._blanks = [""] * (len(steps) - len(_STANDARD_NAMES))
+        self._mapped = [
+            (index, source)
+            for index, (_, source, _, _) in enumerate(steps)
+            if source is not None and source is not _AUTOMATIC
+        ]
+        self._custom_names = [
+            field.name for field, _, _, _ in steps[len(_STANDARD_NAMES) :]
+        ]
+        self._required = [
+            index
+            for index, (field, _, _, plain) in enumerate(steps)
+            if plain and field.required
+        ]
+        self._checked = any(not plain for _, _, _, plain in steps)
+        self._checks: list[tuple[int, str, Check | None]] = []
+        for index, (field, _, _, plain) in enumerate(steps):
+            if not plain:
+                self._checks.append((index, "", _checker(field)))
+            elif field.required:
+                self._checks.append(
+                    (index, f"{field.described} is required but empty", None)
+                )
+        return True
 
     def build(
         self, profile: Profile, address: Address
@@ -362,15 +421,79 @@ class RecordBuilder:
         Never raises: a profile that cannot be mapped is reported, not fatal.
         """
         try:
+            if self._laid_out:
+                return self._build_laid_out(profile, address)
             return self._build(profile, address)
         except Exception as error:  # no profile may stop a sync run
             logger.warning("record could not be built: %s", type(error).__name__)
             return None, [f"the record could not be built ({type(error).__name__})"]
 
+    def encode(self, record: dict[str, Any]) -> str:
+        """The compact JSON text of a record this builder built, to send as is.
+
+        Keys are in the record's own order, non-ASCII text is escaped.
+        """
+        return self._encode(record)
+
+    def _build_laid_out(
+        self, profile: Profile, address: Address
+    ) -> tuple[dict[str, Any] | None, list[str]]:
+        """_build for the planned layout: the same record and errors."""
+        values: list[Any] = [
+            profile.id,
+            "",
+            "",
+            "",
+            "",
+            "",
+            address.line1,
+            address.line2,
+            address.line3,
+            address.town,
+            address.postcode,
+            address.country,
+        ]
+        if self._blanks:
+            values += self._blanks
+        for index, read in self._mapped:
+            values[index] = read(profile)
+        if not _left_as_they_are(values):
+            values = [_value_text(value) for value in values]
+
+        if self._checked or not all(map(values.__getitem__, self._required)):
+            errors = self._check(values)
+            if errors:
+                return None, errors
+
+        record: dict[str, Any] = dict(zip(_STANDARD_NAMES, values, strict=False))
+        if self._blanks:
+            customdata = dict(zip(self._custom_names, values[12:], strict=True))
+            customdata[REFERENCE_KEY] = self._reference
+        else:
+            customdata = {REFERENCE_KEY: self._reference}
+        record["customdata"] = customdata
+        return record, []
+
+    def _check(self, values: list[str]) -> list[str]:
+        """The errors of a record's values in field order; checked values are
+        replaced by the spelling to send."""
+        errors: list[str] = []
+        for index, message, check in self._checks:
+            if check is None:
+                if not values[index]:
+                    errors.append(message)
+                continue
+            value, error = check(values[index])
+            if error:
+                errors.append(error)
+            else:
+                values[index] = value
+        return errors
+
     def _build(
         self, profile: Profile, address: Address
     ) -> tuple[dict[str, Any] | None, list[str]]:
-        """build's work; may raise only on a defect."""
+        """build's work for any list of fields; may raise only on a defect."""
         record: dict[str, Any] = dict(_BLANK_RECORD)
         record.update(
             customerid=_value_text(profile.id),
@@ -420,6 +543,55 @@ class RecordBuilder:
 _BLANK_RECORD = {name: "" for name, _, _ in STANDARD_FIELDS}
 
 
+def _compact_encoder() -> Callable[[Any], str]:
+    """json.dumps(value, separators=(",", ":")) without its set-up per call.
+
+    JSONEncoder.encode makes a new C encoder for every value; records are
+    encoded one by one, so the one made here is kept, where the C
+    accelerator exists.
+    """
+    encoder = json.JSONEncoder(separators=(",", ":"), check_circular=False)
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return encoder.encode
+    try:
+        chunks = make(
+            None,  # no circular reference check: a record is two flat dicts
+            encoder.default,
+            json.encoder.encode_basestring_ascii,
+            None,  # no indent
+            encoder.key_separator,
+            encoder.item_separator,
+            False,  # keys in the record's order
+            False,  # skipkeys
+            True,  # allow_nan, as json.dumps
+        )
+    except Exception:  # an interpreter whose accelerator takes other arguments
+        return encoder.encode
+    return lambda value: "".join(chunks(value, 0))
+
+
+def _left_as_they_are(values: list[Any]) -> bool:
+    """Whether _value_text would return every one of these values as it is.
+
+    True when all are text of printable ASCII with no space at either end and
+    none doubled: checked on the values joined, in a few calls for them all.
+    The separator can only make a value look as if it needed cleaning. (A str
+    subclass passes as the text it holds, which is what _value_text returns.)
+    """
+    try:
+        joined = f"|{'|'.join(values)}|"
+    except TypeError:  # not all text
+        return False
+    return (
+        joined.isascii()
+        and joined.isprintable()
+        and "  " not in joined
+        and "| " not in joined
+        and " |" not in joined
+    )
+
+
 def _value_text(value: Any) -> str:
     """Any value from a profile as one line of text; structures as JSON."""
     if type(value) is str and value.isascii() and value.isprintable():
@@ -440,39 +612,71 @@ def check_value(field: CampaignField, value: str) -> tuple[str, str]:
     An expected value matched without regard to case is sent in the campaign's
     own spelling.
     """
-    if not value:
-        if field.required:
-            return value, f"{field.described} is required but empty"
+    try:
+        check = _checker(field)
+    except TypeError:  # a field built by hand with a list where a tuple belongs
+        check = _checker.__wrapped__(field)
+    return check(value)
+
+
+_KNOWN_OUTCOMES = 4096
+"""How many values' expression outcomes one field remembers."""
+
+
+@lru_cache(maxsize=256)
+def _checker(field: CampaignField) -> Check:
+    """check_value for one field, with its expected values and expression
+    prepared once."""
+    described = field.described
+    required = f"{described} is required but empty" if field.required else ""
+    expected = field.expected_values
+    allowed: dict[str, str] | None = None
+    choices = ""
+    if expected is not None:
+        allowed = {value.casefold(): value for value in expected}
+        choices = ", ".join(expected[:10]) + (", ..." if len(expected) > 10 else "")
+    expression = field.validation_expression
+    pattern: Any = None
+    uncompiled = ""
+    if expression is not None:
+        pattern, problem = _compile(expression)
+        uncompiled = (
+            f"{described} has a validation expression that does not compile ({problem})"
+        )
+    message = field.validation_message or "does not match the expected format"
+    # Whether each value matched, as the timeout makes every call to the regex
+    # module slow; a value that timed out is tried again next time.
+    matched: dict[str, bool] = {}
+
+    def check(value: str) -> tuple[str, str]:
+        if not value:
+            return value, required
+        if allowed is not None:
+            spelling = allowed.get(value.casefold())
+            if spelling is None:
+                return value, (f"{described} is {quoted(value)}, not one of {choices}")
+            value = spelling
+        if expression is not None:
+            if pattern is None:
+                return value, uncompiled
+            known = matched.get(value)
+            if known is None:
+                try:
+                    found = pattern.fullmatch(value, timeout=VALIDATION_TIMEOUT)
+                except TimeoutError:
+                    return value, (
+                        f"{described} could not be checked: its validation "
+                        "expression takes too long"
+                    )
+                known = found is not None
+                if len(matched) >= _KNOWN_OUTCOMES:
+                    matched.clear()
+                matched[value] = known
+            if not known:
+                return value, f"{described}: {message} (was {quoted(value)})"
         return value, ""
 
-    if field.expected_values is not None:
-        allowed = {expected.casefold(): expected for expected in field.expected_values}
-        if value.casefold() not in allowed:
-            choices = ", ".join(field.expected_values[:10])
-            more = ", ..." if len(field.expected_values) > 10 else ""
-            return value, (
-                f"{field.described} is {quoted(value)}, not one of {choices}{more}"
-            )
-        value = allowed[value.casefold()]
-
-    if field.validation_expression is not None:
-        pattern, problem = _compile(field.validation_expression)
-        if pattern is None:
-            return value, (
-                f"{field.described} has a validation expression that does not "
-                f"compile ({problem})"
-            )
-        try:
-            matched = pattern.fullmatch(value, timeout=VALIDATION_TIMEOUT)
-        except TimeoutError:
-            return value, (
-                f"{field.described} could not be checked: its validation "
-                "expression takes too long"
-            )
-        if matched is None:
-            message = field.validation_message or "does not match the expected format"
-            return value, f"{field.described}: {message} (was {quoted(value)})"
-    return value, ""
+    return check
 
 
 @lru_cache(maxsize=256)
