@@ -548,7 +548,7 @@ class _Stager:
         self.mapping = mapping
         self.fields = fields
         self.records = RecordBuilder(mapping, fields, run.reference)
-        self._encode = _JSON.encode
+        self._encode = self.records.encode
         self.verifier = verifier
         self.fix_addresses = fix_addresses
         self.hold_back_days = int(settings.get("hold_back_days"))
