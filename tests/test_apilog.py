@@ -263,3 +263,22 @@ def test_api_call_lands_in_postgresql_redacted(pg_db):
         "p" * MAX_BODY_CHARS + "\n… [truncated: 10 more characters]"
     )
     assert KEY not in stored_text(entry)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "x" * 20_000,
+        "a" * 3_395 + KEY + "b" * 4_000,
+        "c" * 1_000 + KEY + "d" * 9_000,
+        ("s3cr3t-" + "q" * 300 + ",") * 10 + "z" * 3_000 + "tail" * 1_000,
+        json.dumps({"password": "hunter2", "records": ["w" * 100] * 300}),
+        json.dumps({"records": ["w" * 100] * 300, "token": "late"}),
+    ],
+)
+def test_a_long_ascii_body_is_stored_as_its_text_would_be(body: str) -> None:
+    secrets = [KEY, "s3cr3t-" + "q" * 300]
+
+    assert redact_body(body.encode(), secrets, limit=3_400) == redact_body(
+        body, secrets, limit=3_400
+    )

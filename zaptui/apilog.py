@@ -150,9 +150,30 @@ def redact_body(
     """A body ready to store: secrets redacted, cut at `limit` with a marker."""
     if body is None:
         return None
-    if isinstance(body, bytes):
-        body = body.decode("utf-8", errors="replace")
     forms = _json_forms(secrets)
+    if isinstance(body, bytes):
+        keep = limit + _slack(forms)
+        if len(body) > keep and body.isascii():
+            return _redact_long_ascii(body, forms, limit, keep)
+        body = body.decode("utf-8", errors="replace")
+    return _redact_text_body(body, forms, limit)
+
+
+def _redact_long_ascii(body: bytes, forms: list[str], limit: int, keep: int) -> str:
+    """`_redact_text_body` of a long ASCII body, decoding only what is stored.
+
+    An ASCII body has as many characters as bytes, so the marker's count needs
+    no decoding: a member page is 80 KB, a submission's answer megabytes. The
+    whole body is decoded only when a redaction needs it.
+    """
+    head = body[:keep].decode("ascii")
+    if _names_secret_field(head) or redact_text(head, forms) != head:
+        return _redact_text_body(body.decode("ascii"), forms, limit)
+    return head[:limit] + TRUNCATION_MARKER.format(omitted=len(body) - limit)
+
+
+def _redact_text_body(body: str, forms: list[str], limit: int) -> str:
+    """redact_body's work on a body that is text."""
     # Parsing costs time in proportion to the whole body, so it happens only
     # when a field named like a secret lies within what will be stored.
     if _names_secret_field(_stored_part(body, forms, limit)):
@@ -173,6 +194,11 @@ def redact_body(
     return cleaned
 
 
+def _slack(forms: list[str]) -> int:
+    """Characters scrubbed past the cut, so a secret straddling it goes whole."""
+    return max((len(form) for form in forms), default=0) + 256
+
+
 def _stored_part(body: str, forms: list[str], limit: int) -> str:
     """The part of a body that can end up stored, with slack past the cut.
 
@@ -180,8 +206,8 @@ def _stored_part(body: str, forms: list[str], limit: int) -> str:
     the slack makes a secret that straddles the cut whole, to be replaced
     rather than half kept.
     """
-    slack = max((len(form) for form in forms), default=0) + 256
-    return body if len(body) <= limit + slack else body[: limit + slack]
+    keep = limit + _slack(forms)
+    return body if len(body) <= keep else body[:keep]
 
 
 _COLUMNS = (
