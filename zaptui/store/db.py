@@ -28,9 +28,10 @@ SQLITE_PRAGMAS = {
     "busy_timeout": 30_000,
     "foreign_keys": 1,
     "synchronous": "normal",
-    # Big enough for the indexes a 100,000-profile sync writes to stay in
-    # memory between its commits (SQLite's default is 2 MiB).
-    "cache_size": -8192,
+    # Twice SQLite's default: recording a 100,000-profile run's ledger rows
+    # takes half the time, while 8 MiB would save little more and cost every
+    # connection's memory more.
+    "cache_size": -4096,
 }
 
 
