@@ -19,6 +19,7 @@ from sync_world import (
     outcomes,
 )
 
+from zaptui import settings
 from zaptui.clock import utcnow
 from zaptui.domain.address import Address, VerificationResult
 from zaptui.sim.zappost import COMMITTED_SERVICE, field_definition
@@ -29,7 +30,13 @@ from zaptui.store.models import (
     SubmittedProfile,
     SyncRun,
 )
-from zaptui.sync.engine import Progress, SyncBusy, SyncEngine, SyncRefused
+from zaptui.sync.engine import (
+    FULL_READ_EVERY,
+    Progress,
+    SyncBusy,
+    SyncEngine,
+    SyncRefused,
+)
 
 
 @pytest.fixture
@@ -165,6 +172,36 @@ def test_late_joiners_inside_the_look_back_are_picked_up(world: World) -> None:
     assert run.imported == 3
     assert set(late.mailable) <= set(world.mailed())
     assert world.sim.zappost.duplicates() == []
+
+
+def test_late_joiners_older_than_the_look_back_come_with_the_daily_full_read(
+    world: World,
+) -> None:
+    connection = world.connect()
+    first = sync(world, connection.id)
+    watermark = DataConnection.get_by_id(connection.id).watermark
+    lookback = timedelta(hours=int(settings.get("lookback_hours")))
+    # Klaviyo added them to the segment with a joined_group_at the look-back
+    # window no longer reaches.
+    late = world.add_members(3, at=watermark - lookback - timedelta(hours=5))
+
+    same_day = sync(world, connection.id)
+    a_day_on = utcnow() - FULL_READ_EVERY - timedelta(minutes=1)
+    DataConnection.update(full_read_at=a_day_on).where(
+        DataConnection.id == connection.id
+    ).execute()
+    next_day = sync(world, connection.id)
+
+    assert first.full_read and not same_day.full_read and next_day.full_read
+    # The look-back window holds everyone else, but not them.
+    assert same_day.imported == 0 and same_day.fetched == first.fetched
+    assert next_day.imported == 3
+    assert next_day.fetched == first.fetched + 3
+    assert sorted(world.mailed()) == sorted(world.members.mailable)
+    assert set(late.mailable) <= set(world.mailed())
+    assert world.sim.zappost.duplicates() == []
+    refreshed = DataConnection.get_by_id(connection.id)
+    assert refreshed.full_read_at == next_day.started_at
 
 
 def test_leave_and_rejoin_is_mailed_again(world: World) -> None:

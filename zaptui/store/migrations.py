@@ -85,11 +85,24 @@ def _v5_fewer_write_indexes(migrator: SchemaMigrator) -> None:
     set_hold_back_indexes(database, bool(stored))
 
 
+def _v6_full_reads(migrator: SchemaMigrator) -> None:
+    """Version 6: when each connection last read its whole list or segment."""
+    apply_operations(
+        migrator.add_column(
+            DataConnection._meta.table_name,
+            "full_read_at",
+            DataConnection.full_read_at,
+        ),
+        migrator.add_column(SyncRun._meta.table_name, "full_read", SyncRun.full_read),
+    )
+
+
 MIGRATIONS: list[tuple[int, Callable[[SchemaMigrator], None]]] = [
     (2, _v2_failure_tracking),
     (3, _v3_scheduler_tables),
     (4, _v4_paging_indexes),
     (5, _v5_fewer_write_indexes),
+    (6, _v6_full_reads),
 ]
 LATEST_VERSION = max(version for version, _ in MIGRATIONS)
 

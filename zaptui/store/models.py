@@ -86,6 +86,9 @@ class DataConnection(BaseModel):
     # Highest joined_group_at already ingested; the next fetch starts a
     # look-back window before it because segments are computed late.
     watermark = UtcDateTimeField(null=True)
+    # When a sync last read the whole list or segment, which catches members
+    # Klaviyo added later than the look-back window allows for.
+    full_read_at = UtcDateTimeField(null=True)
     created_at = UtcDateTimeField(default=utcnow)
     resumed_at = UtcDateTimeField(null=True)
     last_sync_at = UtcDateTimeField(null=True)
@@ -139,6 +142,7 @@ class SyncRun(BaseModel):
     skipped_duplicate = pw.IntegerField(default=0)
     pages = pw.IntegerField(default=0)
     watermark_to = UtcDateTimeField(null=True)
+    full_read = pw.BooleanField(default=False)  # read the whole list or segment
     error = pw.TextField(default="")
     submission_id = pw.CharField(null=True)
     submission_url = pw.CharField(null=True)

@@ -80,6 +80,7 @@ SUBMIT_CHUNK = 250
 STAGE_ROWS = 1000
 STAGE_SECONDS = 1.0
 HEARTBEAT_SECONDS = 10.0
+FULL_READ_EVERY = timedelta(hours=24)
 YIELDS_BEFORE_WORK = 4
 UNFINISHED = ("running",)
 MAX_PROFILE_ID = 64  # Klaviyo's ids are 26 characters
@@ -303,10 +304,13 @@ class SyncEngine:
             connection = DataConnection.get_by_id(connection.id)
             run = self._start(connection, trigger)
             log.info(
-                "sync started: run %s, connection %s (%s)",
+                "sync started: run %s, connection %s (%s%s)",
                 run.id,
                 connection.id,
                 trigger,
+                f", reading the whole {connection.source_type}"
+                if run.full_read
+                else "",
             )
             try:
                 async with _Keeper(self.runtime, run, connection) as keeper:
@@ -348,6 +352,7 @@ class SyncEngine:
             started_at=utcnow(),
             heartbeat_at=utcnow(),
             watermark_to=connection.watermark,
+            full_read=full_read_due(connection),
         )
 
     async def _execute(
@@ -379,7 +384,7 @@ class SyncEngine:
                 kl.iter_member_pages(
                     connection.source_type,
                     connection.source_id,
-                    joined_after=fetch_from(connection),
+                    joined_after=fetch_from(connection, full=run.full_read),
                     page_size=self.page_size,
                 )
             )
@@ -492,12 +497,24 @@ def _log_finish(run: SyncRun) -> None:
     )
 
 
-def fetch_from(connection: DataConnection) -> datetime | None:
-    """Where the next fetch starts: the watermark less the look-back window."""
-    # TODO(late-joiners): a member that appears with a joined_group_at older
-    # than the look-back window is never fetched; a periodic full read would.
+def full_read_due(connection: DataConnection, now: datetime | None = None) -> bool:
+    """Whether the next sync reads the whole list or segment.
+
+    The first sync does, and then one a day: a member Klaviyo adds with a
+    joined_group_at older than the look-back window would otherwise never be
+    fetched. Everyone already mailed for their membership is skipped as usual.
+    """
+    if connection.watermark is None or connection.full_read_at is None:
+        return True
+    return connection.full_read_at <= (now or utcnow()) - FULL_READ_EVERY
+
+
+def fetch_from(connection: DataConnection, *, full: bool = False) -> datetime | None:
+    """Where a fetch starts: the watermark less the look-back window, or, for a
+    full read, the beginning (for "new joiners only", the connection's creation).
+    """
     floor = connection.created_at if connection.new_joiners_only else None
-    if connection.watermark is None:
+    if full or connection.watermark is None:
         return floor
     lookback = timedelta(hours=int(settings.get("lookback_hours")))
     start = connection.watermark - lookback
@@ -1038,6 +1055,8 @@ def finalize(
             }
             if run.watermark_to is not None:
                 changes[DataConnection.watermark] = run.watermark_to
+            if run.full_read:
+                changes[DataConnection.full_read_at] = run.started_at
             if result is not None:
                 changes[DataConnection.last_submission_at] = now
             DataConnection.update(changes).where(
