@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import stat
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,16 @@ import pytest
 from zaptui.runtime import Runtime
 from zaptui.services import Services
 from zaptui.store.db import DatabaseUrlError, connect, open_database
-from zaptui.store.migrations import LATEST_VERSION, current_version
-from zaptui.store.models import Account, DataConnection, Setting, SyncRun
+from zaptui.store.migrations import LATEST_VERSION, current_version, migrate
+from zaptui.store.models import (
+    Account,
+    DataConnection,
+    ProfileOutcome,
+    ReportedFailure,
+    SchemaVersion,
+    Setting,
+    SyncRun,
+)
 from zaptui.store.secrets import SecretBox, SecretKeyError, new_key
 
 V1_SCHEMA = Path(__file__).parent / "data" / "schema_v1.sql"
@@ -115,6 +124,42 @@ def test_the_hold_back_indexes_exist_while_the_rule_is_on(db):
     assert {("profile_id", "submitted_at"), ("email",)} <= ledger_indexes()
     services.set_setting("hold_back_days", 0)
     assert ledger_indexes() == {("connection_id", "profile_id", "joined_group_at")}
+
+
+def test_version_7_remembers_the_failures_outcomes_hold(db):
+    account = Account.create(klaviyo_id="K1", name="Acme", api_key_encrypted="x")
+    connection = DataConnection.create(
+        account=account,
+        source_type="segment",
+        source_id="S1",
+        source_name="VIP",
+        name="VIP postcards",
+        campaign_id="C1",
+    )
+    runs = [
+        SyncRun.create(connection=connection, reference=f"r{n}", trigger="manual")
+        for n in (1, 2)
+    ]
+    for run, reason in zip(
+        runs, ("postcode is missing", "town is missing"), strict=True
+    ):
+        ProfileOutcome.create(
+            run=run,
+            profile_id="P1",
+            joined_group_at=datetime(2026, 11, 1, tzinfo=UTC),
+            outcome="failed",
+            reason=reason,
+        )
+    ProfileOutcome.create(run=runs[0], profile_id="P2", outcome="imported")
+    ReportedFailure.delete().execute()
+    SchemaVersion.delete().where(SchemaVersion.version == 7).execute()
+
+    migrate(db)
+
+    remembered = [
+        (row.profile_id, row.run_id, row.reason) for row in ReportedFailure.select()
+    ]
+    assert remembered == [("P1", runs[1].id, "town is missing")]
 
 
 def _indexes(db) -> dict[str, set[tuple[str, ...]]]:

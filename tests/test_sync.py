@@ -197,6 +197,9 @@ def test_late_joiners_older_than_the_look_back_come_with_the_daily_full_read(
     assert same_day.imported == 0 and same_day.fetched == first.fetched
     assert next_day.imported == 3
     assert next_day.fetched == first.fetched + 3
+    # The failures the first run reported are not reported again.
+    assert next_day.failed == 0
+    assert next_day.skipped_duplicate == first.fetched
     assert sorted(world.mailed()) == sorted(world.members.mailable)
     assert set(late.mailable) <= set(world.mailed())
     assert world.sim.zappost.duplicates() == []

@@ -20,6 +20,7 @@ from zaptui.store.models import (
     ApiLogEntry,
     ConnectionAlert,
     DataConnection,
+    ReportedFailure,
     SchedulerHeartbeat,
     SchedulerMark,
     SchemaVersion,
@@ -97,12 +98,31 @@ def _v6_full_reads(migrator: SchemaMigrator) -> None:
     )
 
 
+def _v7_reported_failures(migrator: SchemaMigrator) -> None:
+    """Version 7: the memberships reported as failed, from the outcomes kept.
+
+    Newest first, so a membership failed by several runs keeps its latest
+    reason.
+    """
+    database = migrator.database
+    database.create_tables([ReportedFailure], safe=True)
+    database.execute_sql(
+        'INSERT INTO "reported_failure" '
+        '("connection_id", "profile_id", "joined_group_at", "run_id", "reason") '
+        'SELECT r."connection_id", o."profile_id", o."joined_group_at", o."run_id", '
+        'o."reason" FROM "profile_outcome" o JOIN "sync_run" r ON r."id" = o."run_id" '
+        'WHERE o."outcome" = \'failed\' AND r."connection_id" IS NOT NULL '
+        'ORDER BY o."id" DESC ON CONFLICT DO NOTHING'
+    )
+
+
 MIGRATIONS: list[tuple[int, Callable[[SchemaMigrator], None]]] = [
     (2, _v2_failure_tracking),
     (3, _v3_scheduler_tables),
     (4, _v4_paging_indexes),
     (5, _v5_fewer_write_indexes),
     (6, _v6_full_reads),
+    (7, _v7_reported_failures),
 ]
 LATEST_VERSION = max(version for version, _ in MIGRATIONS)
 

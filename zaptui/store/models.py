@@ -214,6 +214,26 @@ class SubmittedProfile(BaseModel):
         indexes = ((("connection", "profile_id", "joined_group_at"), True),)
 
 
+class ReportedFailure(BaseModel):
+    """A membership a run reported as failed, with the reason it gave.
+
+    A later run that fetches the membership again (the look-back window, the
+    daily full read) and fails it for the same reason skips it quietly rather
+    than reporting it again. Kept, like the ledger, when outcomes are pruned.
+    """
+
+    connection = pw.ForeignKeyField(
+        DataConnection, backref="reported_failures", on_delete="CASCADE", index=False
+    )
+    profile_id = pw.CharField()
+    joined_group_at = UtcDateTimeField(null=True)
+    run = pw.ForeignKeyField(SyncRun, null=True, on_delete="SET NULL", index=False)
+    reason = pw.TextField(default="")
+
+    class Meta:
+        indexes = ((("connection", "profile_id", "joined_group_at"), True),)
+
+
 # The ledger's indexes for "mailed by any connection within N days": by profile
 # id and by email. Together they cost a sync about 10 µs per profile mailed,
 # so they are kept only while the rule is on; without them its look-ups would
@@ -312,6 +332,7 @@ ALL_MODELS: list[type[BaseModel]] = [
     ProfileOutcome,
     Submission,
     SubmittedProfile,
+    ReportedFailure,
     ApiLogEntry,
     Setting,
     AuditEntry,

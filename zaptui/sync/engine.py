@@ -59,6 +59,7 @@ from zaptui.store.models import (
     DataConnection,
     FieldMapping,
     ProfileOutcome,
+    ReportedFailure,
     Submission,
     SubmittedProfile,
     SyncRun,
@@ -637,6 +638,7 @@ class _Stager:
             if values and _insert_outcomes(values) != len(values):
                 # Some were seen earlier in this run (a re-join mid-paging).
                 self._recount()
+            _record_failures(self.connection.id, values)
             SyncRun.update(
                 fetched=self.fetched,
                 failed=self.failed,
@@ -815,31 +817,24 @@ class _Stager:
         self, profiles: list[Profile]
     ) -> dict[tuple[str, Any], tuple[int, str]]:
         """Memberships an earlier run of this connection reported as failed."""
-        dated = [p.joined_group_at for p in profiles if p.joined_group_at]
-        if not dated:
+        if not profiles:
             return {}
-        # No run can have fetched a membership before it began.
-        earlier_runs = SyncRun.select(SyncRun.id).where(
-            (SyncRun.connection == self.connection.id)
-            & (SyncRun.id != self.run.id)
-            & (SyncRun.started_at >= min(dated) - timedelta(days=1))
-        )
         query = (
-            ProfileOutcome.select(
-                ProfileOutcome.profile_id,
-                ProfileOutcome.joined_group_at,
-                ProfileOutcome.run,
-                ProfileOutcome.reason,
+            ReportedFailure.select(
+                ReportedFailure.profile_id,
+                ReportedFailure.joined_group_at,
+                ReportedFailure.run,
+                ReportedFailure.reason,
             )
             .where(
-                (ProfileOutcome.run << earlier_runs)
-                & (ProfileOutcome.profile_id << [p.id for p in profiles])
-                & (ProfileOutcome.outcome == "failed")
+                (ReportedFailure.connection == self.connection.id)
+                & (ReportedFailure.profile_id << [p.id for p in profiles])
+                & (ReportedFailure.run.is_null() | (ReportedFailure.run != self.run.id))
             )
             .tuples()
         )
         return {
-            (profile_id, joined): (run_id, reason)
+            (profile_id, joined): (run_id or 0, reason)
             for profile_id, joined, run_id, reason in query
         }
 
@@ -908,6 +903,30 @@ def _insert_outcomes(values: list[tuple[Any, ...]]) -> int:
         cursor = database.cursor()
         cursor.executemany(f"{head} VALUES {one_row} ON CONFLICT DO NOTHING", values)
     return cursor.rowcount
+
+
+def _record_failures(connection_id: int, values: list[tuple[Any, ...]]) -> None:
+    """Remember the memberships these outcome rows report as failed."""
+    failures = {
+        (row[1], row[2]): {
+            ReportedFailure.connection: connection_id,
+            ReportedFailure.profile_id: row[1],
+            ReportedFailure.joined_group_at: row[2],
+            ReportedFailure.run: row[0],
+            ReportedFailure.reason: row[6],
+        }
+        for row in values
+        if row[5] == "failed"
+    }
+    if failures:
+        ReportedFailure.insert_many(list(failures.values())).on_conflict(
+            conflict_target=[
+                ReportedFailure.connection,
+                ReportedFailure.profile_id,
+                ReportedFailure.joined_group_at,
+            ],
+            preserve=[ReportedFailure.run, ReportedFailure.reason],
+        ).execute()
 
 
 # -- shared by a live run and recovery ----------------------------------------
