@@ -14,6 +14,7 @@ from zaptui.apilog import (
     MAX_BODY_CHARS,
     REDACTED,
     ApiCall,
+    BodyHead,
     DatabaseApiLog,
     redact_body,
     redact_headers,
@@ -282,3 +283,22 @@ def test_a_long_ascii_body_is_stored_as_its_text_would_be(body: str) -> None:
     assert redact_body(body.encode(), secrets, limit=3_400) == redact_body(
         body, secrets, limit=3_400
     )
+
+
+def test_a_streamed_body_is_stored_from_its_head() -> None:
+    head = BodyHead('{"submissionId": "S1", "validRecords": [' + "x" * 200, 10_000)
+
+    stored = redact_body(head, limit=100) or ""
+
+    assert stored == head[:100] + f"\n… [truncated: {10_000 - 100} more characters]"
+
+
+def test_a_streamed_body_stops_before_a_field_named_like_a_secret() -> None:
+    text = '{"submissionId": "S1", "records": [{"voucher_token": "T-123"}' + "x" * 500
+    head = BodyHead(text, 50_000)
+
+    stored = redact_body(head, limit=200) or ""
+
+    assert "T-123" not in stored
+    assert stored.startswith('{"submissionId": "S1", "records": [{')
+    assert stored.endswith("more characters]")

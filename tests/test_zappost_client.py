@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from zaptui.apilog import DatabaseApiLog
+from zaptui.apilog import MAX_BODY_CHARS, DatabaseApiLog
 from zaptui.sim.serve import ServerHandle, serve_in_thread
 from zaptui.sim.zappost import COMMITTED_SERVICE, ZapPostSim
 from zaptui.store.db import open_database
@@ -444,6 +444,12 @@ async def test_twenty_thousand_records_are_streamed_and_all_arrive(
     row = ApiLogEntry.get(ApiLogEntry.method == "POST")
     assert row.request_body.endswith("20000 records streamed")
     assert len(row.request_body) < 5_000
+    # The answer lists every accepted record; it was read as a stream and
+    # the log keeps its beginning.
+    assert row.response_body.startswith("{")
+    assert '"validRecords"' in row.response_body
+    assert row.response_body.endswith("more characters]")
+    assert len(row.response_body) < MAX_BODY_CHARS + 100
 
 
 async def test_body_is_produced_lazily_in_bounded_chunks(

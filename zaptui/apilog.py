@@ -21,7 +21,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -45,6 +45,21 @@ _REST_OF_KEY = re.compile(r'(?:[^"\\]|\\.)*"\s*:')
 # a body or URL even when the caller did not name them.
 _PRIVATE_KEY_PATTERN = re.compile(r"\bpk_[A-Za-z0-9]{6,}")
 TRUNCATION_MARKER = "\n… [truncated: {omitted} more characters]"
+
+
+class BodyHead(str):
+    """The first characters of a body read as a stream, and its whole length.
+
+    A client that reads a long answer as it arrives keeps only its beginning;
+    the API log stores that part as it would store the whole body's.
+    """
+
+    length: int
+
+    def __new__(cls, head: str, length: int) -> BodyHead:
+        text = super().__new__(cls, head)
+        text.length = length
+        return text
 
 
 @dataclass
@@ -100,14 +115,24 @@ def _json_forms(secrets: Iterable[str]) -> list[str]:
 
 def _names_secret_field(text: str) -> bool:
     """Whether a JSON text may have a field named like a key, password or token."""
+    return _secret_field_start(text) is not None
+
+
+def _secret_field_start(text: str) -> int | None:
+    """Where the first field named like a key, password or token begins."""
     lowered = text.lower()
+    first: int | None = None
     for word in _SECRET_WORDS:
         start = lowered.find(word)
-        while start != -1:
+        while start != -1 and (first is None or start < first):
             if _REST_OF_KEY.match(lowered, start + len(word)):
-                return True
+                first = start
+                break
             start = lowered.find(word, start + 1)
-    return False
+    if first is None:
+        return None
+    quote = text.rfind('"', 0, first)
+    return quote if quote != -1 else first
 
 
 def redact_headers(
@@ -151,6 +176,8 @@ def redact_body(
     if body is None:
         return None
     forms = _json_forms(secrets)
+    if isinstance(body, BodyHead) and body.length > len(body):
+        return _redact_head(body, body.length, forms, limit)
     if isinstance(body, bytes):
         keep = limit + _slack(forms)
         if len(body) > keep and body.isascii():
@@ -170,6 +197,20 @@ def _redact_long_ascii(body: bytes, forms: list[str], limit: int, keep: int) -> 
     if _names_secret_field(head) or redact_text(head, forms) != head:
         return _redact_text_body(body.decode("ascii"), forms, limit)
     return head[:limit] + TRUNCATION_MARKER.format(omitted=len(body) - limit)
+
+
+def _redact_head(head: str, length: int, forms: list[str], limit: int) -> str:
+    """What is stored of a body of which only `head` was kept.
+
+    Without the whole body a field named like a secret cannot be parsed out,
+    so the text stops where the first one starts.
+    """
+    part = head[: limit + _slack(forms)]
+    start = _secret_field_start(part)
+    if start is not None:
+        part = part[:start]
+    stored = redact_text(part, forms)[:limit]
+    return stored + TRUNCATION_MARKER.format(omitted=length - len(stored))
 
 
 def _redact_text_body(body: str, forms: list[str], limit: int) -> str:
@@ -329,18 +370,33 @@ async def send_recorded(
     api_log: ApiLog,
     secrets: Sequence[str],
     request_body: Callable[[], str | bytes | None] | None = None,
+    read: Callable[[httpx.Response], Awaitable[str | None]] | None = None,
 ) -> tuple[httpx.Response | None, httpx.TransportError | None]:
     """Send a request once and record the call in the API log.
 
     A transport failure is returned, not raised, so the caller decides whether
     to retry. `request_body` is read after the send, so a streamed body can
-    report what it sent. A failing API log is logged and never fails the call.
+    report what it sent. With `read`, the answer's body is left to it as a
+    stream: it returns what of the body to log (a `BodyHead`), or None once
+    it has read the body whole. A failing API log is logged and never fails
+    the call.
     """
     started = time.perf_counter()
     response: httpx.Response | None = None
     error: httpx.TransportError | None = None
+    logged: str | bytes | None = None
     try:
-        response = await http.send(request)
+        if read is None:
+            response = await http.send(request)
+            logged = response.content
+        else:
+            response = await http.send(request, stream=True)
+            try:
+                logged = await read(response)
+                if logged is None:
+                    logged = response.content
+            finally:
+                await response.aclose()
     except httpx.TransportError as exc:
         error = exc
     call = ApiCall(
@@ -352,7 +408,7 @@ async def send_recorded(
         request_headers=dict(request.headers),
         request_body=request_body() if request_body else None,
         response_headers=dict(response.headers) if response is not None else {},
-        response_body=response.content if response is not None else None,
+        response_body=logged,
         error=redact_text(f"{type(error).__name__}: {error}", secrets) if error else "",
     )
     try:

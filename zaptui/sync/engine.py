@@ -964,9 +964,6 @@ async def submit_staged(
     zap: Any, run_id: int, campaign_id: str, reference: str
 ) -> SubmissionResult:
     """Send the run's staged records as one submission with the run's reference."""
-    # TODO(submission-answer): ZAP~POST's answer lists every accepted record and
-    # is read whole (about 11 MB per 100,000); reading it as a stream would keep
-    # a sync's memory flat whatever the segment's size.
     return await zap.create_submission(
         campaign_id, lambda: staged_records(run_id), reference=reference
     )

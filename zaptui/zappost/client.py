@@ -29,12 +29,15 @@ from urllib.parse import urlparse
 import httpx
 
 from zaptui.apilog import (
+    MAX_BODY_CHARS,
     ApiLog,
+    BodyHead,
     NullApiLog,
     redact_text,
     scrub_http_library_logs,
     send_recorded,
 )
+from zaptui.zappost.answer import Answer, AnswerError, read_answer
 from zaptui.zappost.errors import (
     InvalidRequest,
     NotFound,
@@ -178,13 +181,29 @@ def _error_messages(body: Any) -> list[str]:
     return messages
 
 
-_ACCEPTED = {"accepted": True}
-_ACCEPTED_KEYS = {"index", "customerid"}
+class _AnswerReader:
+    """Reads a submission's answer as it arrives (see `zaptui.zappost.answer`).
 
+    A success is read as a stream; any other answer is read whole, as usual.
+    `answer` is None when a success's body was not JSON.
+    """
 
-def _accepted_entry(item: dict[str, Any]) -> dict[str, Any]:
-    """A validRecords entry as a shared placeholder; any other object as it is."""
-    return _ACCEPTED if item.keys() == _ACCEPTED_KEYS else item
+    def __init__(self) -> None:
+        self.answer: Answer | None = None
+
+    async def read(self, response: httpx.Response) -> str | None:
+        """Read the body; what of it the API log keeps (None: the whole)."""
+        if not 200 <= response.status_code < 300:
+            await response.aread()
+            return None
+        answer = Answer()
+        try:
+            await read_answer(response.aiter_bytes(), MAX_BODY_CHARS + 1024, answer)
+        except AnswerError as error:
+            log.warning("ZAP~POST's answer to a submission is not JSON: %s", error)
+        else:
+            self.answer = answer
+        return BodyHead(answer.head, answer.length)
 
 
 def _invalid_entry(item: Any) -> dict[str, Any]:
@@ -368,6 +387,7 @@ class ZapPostClient:
                     )
 
             stats = _StreamStats()
+            answer = _AnswerReader()
             body = self._submission_body(
                 campaign_id,
                 scheduled_send_id,
@@ -383,6 +403,7 @@ class ZapPostClient:
                 summary=lambda s=stats: self._summary(
                     campaign_id, scheduled_send_id, only_valid_records, s
                 ),
+                read=answer.read,
             )
             if not stats.started and not source.reusable:
                 # Nothing was read from the iterator, so it is still whole.
@@ -392,7 +413,7 @@ class ZapPostClient:
                 if error is not None:
                     raise error
                 assert response is not None
-                return self._submission_result(campaign_id, response, what)
+                return self._submission_result(campaign_id, response, what, answer)
 
             problem, retry_after = transient
             if attempt < self._retry.attempts:
@@ -516,21 +537,32 @@ class ZapPostClient:
         return f"{head}\n… {stats.count} records {state}"
 
     def _submission_result(
-        self, campaign_id: str, response: httpx.Response, what: str
+        self,
+        campaign_id: str,
+        response: httpx.Response,
+        what: str,
+        answer: _AnswerReader,
     ) -> SubmissionResult:
         """Turn a submission answer into a result, or raise its error."""
         if response.status_code >= 400:
             raise self._error(response, what)
-        body = self._body(response, lean=True)
+        if answer.answer is None:
+            raise ZapPostError(
+                f"ZAP~POST answered HTTP {response.status_code} with a body that "
+                "is not JSON.",
+                status=response.status_code,
+            )
+        body = answer.answer.body
         if not isinstance(body, dict):
             raise ZapPostError("ZAP~POST answered the submission with an odd body.")
         submission_id = str(body.get("submissionId") or body.get("id") or "")
         if not submission_id:
             raise ZapPostError("ZAP~POST accepted the submission but sent no id.")
-        valid = body.get("validRecords")
-        accepted = (
-            len(valid) if isinstance(valid, list) else int(body.get("recordCount") or 0)
-        )
+        valid = answer.answer.counted
+        if valid is None:
+            listed = body.get("validRecords")
+            valid = len(listed) if isinstance(listed, list) else None
+        accepted = valid if valid is not None else int(body.get("recordCount") or 0)
         invalid = [_invalid_entry(item) for item in body.get("invalidRecords") or []]
         # 201 means a new submission; 200 means ZAP~POST already had this one.
         replayed = response.status_code == 200
@@ -590,6 +622,7 @@ class ZapPostClient:
         *,
         content: AsyncIterator[bytes] | None = None,
         summary: Callable[[], str] | None = None,
+        read: Callable[[httpx.Response], Awaitable[str | None]] | None = None,
     ) -> tuple[httpx.Response | None, Exception | None]:
         """Send once and log the call; a transport failure is returned, not raised."""
         request = self._http.build_request(
@@ -605,18 +638,12 @@ class ZapPostClient:
             api_log=self._api_log,
             secrets=self._secrets,
             request_body=summary,
+            read=read,
         )
 
-    def _body(self, response: httpx.Response, lean: bool = False) -> Any:
-        """The JSON body of a successful response.
-
-        `lean` reads each `{"index", "customerid"}` entry of a submission's
-        validRecords as one shared placeholder: only their number is used, and
-        100,000 small objects would cost tens of megabytes.
-        """
+    def _body(self, response: httpx.Response) -> Any:
+        """The JSON body of a successful response."""
         try:
-            if lean:
-                return json.loads(response.content, object_hook=_accepted_entry)
             return response.json()
         except ValueError:
             raise ZapPostError(
