@@ -14,6 +14,7 @@ from textual.app import App, ComposeResult
 from textual.pilot import Pilot
 from textual.widget import Widget
 from textual.widgets import DataTable, Footer, Input, Static
+from textual.worker import WorkerCancelled
 
 from zaptui.clock import set_clock
 from zaptui.demo import Demo, build_demo
@@ -91,9 +92,17 @@ class TabHost(App[None]):
 
 
 async def settle(pilot: Pilot) -> None:
-    """Wait until every worker has finished and the screen has caught up."""
+    """Wait until every worker has finished and the screen has caught up.
+
+    A worker cancelled because a newer one replaced it (a page fetched again
+    while a sync reports progress) is no failure; the newer one is waited for.
+    """
     for _ in range(3):
-        await pilot.app.workers.wait_for_complete()
+        for worker in list(pilot.app.workers):
+            try:
+                await worker.wait()
+            except WorkerCancelled:
+                pass
         await pilot.pause()
 
 
