@@ -283,3 +283,39 @@ def test_staging_hostile_pages_stores_a_reasoned_outcome_for_each(
         if row.outcome == "staged":
             assert row.record["customerid"] == row.profile_id
         assert printable(row.display_name)
+
+
+def test_a_failure_that_rejoins_while_paging_is_remembered_once(db) -> None:
+    from zaptui.store.models import Account, ReportedFailure
+
+    account = Account.create(klaviyo_id="k-rejoin", name="A", api_key_encrypted="x")
+    connection = DataConnection.create(
+        account=account,
+        source_type="segment",
+        source_id="s",
+        source_name="S",
+        name="N",
+        campaign_id="c",
+    )
+    run = SyncRun.create(connection=connection, reference="r-rejoin", trigger="manual")
+    stager = _Stager(run, connection, {}, campaign_fields({"fields": []}))
+
+    def member(joined: str) -> dict[str, Any]:
+        # No address at all: it fails cleansing.
+        attributes = {"first_name": "Ada", "joined_group_at": joined}
+        return {"type": "profile", "id": "P-REJOIN", "attributes": attributes}
+
+    async def two_pages() -> None:
+        await stager.page([member("2026-11-01T00:00:00+00:00")])
+        stager.store()
+        await stager.page([member("2026-11-02T00:00:00+00:00")])
+
+    asyncio.run(two_pages())
+    stager.finish()
+
+    rows = list(ProfileOutcome.select().where(ProfileOutcome.run == run.id))
+    remembered = list(ReportedFailure.select())
+    assert [row.outcome for row in rows] == ["failed"]
+    assert [(r.profile_id, r.joined_group_at) for r in remembered] == [
+        (rows[0].profile_id, rows[0].joined_group_at)
+    ]

@@ -638,6 +638,7 @@ class _Stager:
             if values and _insert_outcomes(values) != len(values):
                 # Some were seen earlier in this run (a re-join mid-paging).
                 self._recount()
+                values = _kept(self.run.id, values)
             _record_failures(self.connection.id, values)
             SyncRun.update(
                 fetched=self.fetched,
@@ -903,6 +904,26 @@ def _insert_outcomes(values: list[tuple[Any, ...]]) -> int:
         cursor = database.cursor()
         cursor.executemany(f"{head} VALUES {one_row} ON CONFLICT DO NOTHING", values)
     return cursor.rowcount
+
+
+def _kept(run_id: int, values: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """The failed outcome rows among `values` that the run's rows hold."""
+    failed = [row for row in values if row[5] == "failed"]
+    if not failed:
+        return []
+    held = {
+        (profile_id, ProfileOutcome.joined_group_at.db_value(joined))
+        for profile_id, joined in ProfileOutcome.select(
+            ProfileOutcome.profile_id, ProfileOutcome.joined_group_at
+        )
+        .where(
+            (ProfileOutcome.run == run_id)
+            & (ProfileOutcome.profile_id << [row[1] for row in failed])
+            & (ProfileOutcome.outcome == "failed")
+        )
+        .tuples()
+    }
+    return [row for row in failed if (row[1], row[2]) in held]
 
 
 def _record_failures(connection_id: int, values: list[tuple[Any, ...]]) -> None:
