@@ -363,6 +363,25 @@ async def test_enter_opens_run_panel_and_escape_closes_it(services):
         assert table.has_focus
 
 
+async def test_run_panel_says_which_members_a_run_read(services):
+    runs = make_runs()
+    SyncRun.update(full_read=True).where(SyncRun.id == runs[0].id).execute()
+    app = HistoryHost(services)
+
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        panel = app.query_one(SyncHistoryTab).panel
+        panel.show_run(runs[0].id)
+        await settle(pilot)
+        full = static_text(app, "#run-panel-summary")
+        panel.show_run(runs[1].id)
+        await settle(pilot)
+        since = static_text(app, "#run-panel-summary")
+
+    assert "Members read       the whole segment" in full
+    assert "Members read       joins since the last sync" in since
+
+
 async def test_enter_typed_right_after_arrows_opens_the_run_they_reached(services):
     runs = make_runs()
     app = HistoryHost(services)

@@ -76,6 +76,7 @@ class RunDetail:
     error: str
     submission_id: str | None
     submission_url: str | None
+    full_read: bool = False  # read the whole list or segment
 
 
 @dataclass(frozen=True)
@@ -219,6 +220,7 @@ def run_detail(run_id: int) -> RunDetail | None:
         error=run.error,
         submission_id=run.submission_id,
         submission_url=run.submission_url,
+        full_read=run.full_read,
     )
 
 

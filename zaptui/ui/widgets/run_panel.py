@@ -58,6 +58,14 @@ def _summary(run: queries.RunDetail, theme: dict[str, str]) -> Table:
             "List or segment",
             literal(f"{run.source_name or '—'} ({run.source_type or '—'})"),
         ),
+        (
+            "Members read",
+            literal(
+                f"the whole {run.source_type or 'list or segment'}"
+                if run.full_read
+                else "joins since the last sync"
+            ),
+        ),
         ("Started", literal(format_utc(run.started_at))),
         ("Finished", literal(format_utc(run.finished_at))),
         ("Profiles fetched", literal(f"{run.fetched:,}")),
