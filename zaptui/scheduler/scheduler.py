@@ -346,7 +346,8 @@ class SyncScheduler:
                     )
                     sync.stop.set()
         for alert in alerts.observe():
-            self._raise_alert(alert, None)
+            # Whichever path sees the change first, the alert names its run.
+            self._raise_alert(alert, _latest_run(alert.connection_id))
         _write_plans(frequency)
         return frequency
 
@@ -590,6 +591,19 @@ def _maybe_due(frequency: int, now: datetime) -> Any:
         last.is_null()
         | (last <= now - period(frequency))
         | (DataConnection.resumed_at > last)
+    )
+
+
+def _latest_run(connection_id: int) -> int | None:
+    """The connection's last finished run: the one that moved its alert state."""
+    return (
+        SyncRun.select(SyncRun.id)
+        .where(
+            (SyncRun.connection == connection_id) & SyncRun.finished_at.is_null(False)
+        )
+        .order_by(SyncRun.id.desc())
+        .limit(1)
+        .scalar()
     )
 
 
