@@ -16,7 +16,9 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else str(value)
 
 
-_FIELDS = (
+# The fields that hold text; a path names one of them, or reads into location
+# or properties.
+_TEXT_FIELDS = (
     "id",
     "email",
     "phone_number",
@@ -26,10 +28,8 @@ _FIELDS = (
     "organization",
     "title",
     "locale",
-    "location",
-    "properties",
-    "joined_group_at",
 )
+_FIELDS = (*_TEXT_FIELDS, "location", "properties", "joined_group_at")
 
 
 class Profile:
@@ -156,7 +156,7 @@ class Profile:
             return (lambda p: p.location.get(rest)) if rest else _nothing
         if head == "properties":
             return (lambda p: p.properties.get(rest)) if rest else _nothing
-        if head in _PLAIN_FIELDS:
+        if head in _TEXT_FIELDS:
             return lambda p: getattr(p, head, None)
         return _nothing
 
@@ -164,16 +164,3 @@ class Profile:
 def _nothing(profile: Profile) -> None:
     """What a path that names no field reads."""
     return None
-
-
-_PLAIN_FIELDS = {
-    "id",
-    "email",
-    "phone_number",
-    "external_id",
-    "first_name",
-    "last_name",
-    "organization",
-    "title",
-    "locale",
-}
