@@ -238,15 +238,8 @@ def test_mapping_a_hostile_profile_never_raises_and_explains_failures(
             assert sent
 
 
-@settings(
-    max_examples=40,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
-@given(st.lists(resource, max_size=6), mapping, campaign)
-def test_staging_hostile_pages_stores_a_reasoned_outcome_for_each(
-    db, pages: list[Any], links: Any, definition: Any
-) -> None:
+def _connection_with_a_run() -> tuple[DataConnection, SyncRun]:
+    """A new account's data connection and a run of it just started."""
     from zaptui.store.models import Account
 
     account = Account.create(
@@ -263,6 +256,19 @@ def test_staging_hostile_pages_stores_a_reasoned_outcome_for_each(
     run = SyncRun.create(
         connection=connection, reference=f"r{connection.id}", trigger="manual"
     )
+    return connection, run
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(st.lists(resource, max_size=6), mapping, campaign)
+def test_staging_hostile_pages_stores_a_reasoned_outcome_for_each(
+    db, pages: list[Any], links: Any, definition: Any
+) -> None:
+    connection, run = _connection_with_a_run()
     links = links if isinstance(links, dict) else {}
     stager = _Stager(
         run,
@@ -286,18 +292,9 @@ def test_staging_hostile_pages_stores_a_reasoned_outcome_for_each(
 
 
 def test_a_failure_that_rejoins_while_paging_is_remembered_once(db) -> None:
-    from zaptui.store.models import Account, ReportedFailure
+    from zaptui.store.models import ReportedFailure
 
-    account = Account.create(klaviyo_id="k-rejoin", name="A", api_key_encrypted="x")
-    connection = DataConnection.create(
-        account=account,
-        source_type="segment",
-        source_id="s",
-        source_name="S",
-        name="N",
-        campaign_id="c",
-    )
-    run = SyncRun.create(connection=connection, reference="r-rejoin", trigger="manual")
+    connection, run = _connection_with_a_run()
     stager = _Stager(run, connection, {}, campaign_fields({"fields": []}))
 
     def member(joined: str) -> dict[str, Any]:

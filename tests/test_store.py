@@ -126,9 +126,10 @@ def test_the_hold_back_indexes_exist_while_the_rule_is_on(db):
     assert ledger_indexes() == {("connection_id", "profile_id", "joined_group_at")}
 
 
-def test_version_7_remembers_the_failures_outcomes_hold(db):
+def _vip_postcards() -> DataConnection:
+    """Acme's "VIP postcards" connection, in whichever database is open."""
     account = Account.create(klaviyo_id="K1", name="Acme", api_key_encrypted="x")
-    connection = DataConnection.create(
+    return DataConnection.create(
         account=account,
         source_type="segment",
         source_id="S1",
@@ -136,6 +137,10 @@ def test_version_7_remembers_the_failures_outcomes_hold(db):
         name="VIP postcards",
         campaign_id="C1",
     )
+
+
+def test_version_7_remembers_the_failures_outcomes_hold(db):
+    connection = _vip_postcards()
     runs = [
         SyncRun.create(connection=connection, reference=f"r{n}", trigger="manual")
         for n in (1, 2)
@@ -212,15 +217,7 @@ def test_malformed_key_is_refused_clearly():
 @pytest.mark.postgres
 def test_postgres_store_round_trip(pg_db, pg_url):
     assert current_version(pg_db) == LATEST_VERSION
-    account = Account.create(klaviyo_id="K1", name="Acme", api_key_encrypted="x")
-    DataConnection.create(
-        account=account,
-        source_type="segment",
-        source_id="S1",
-        source_name="VIP",
-        name="VIP postcards",
-        campaign_id="C1",
-    )
+    _vip_postcards()
     assert DataConnection.get().account.klaviyo_id == "K1"
     assert DataConnection.get().created_at.tzinfo is not None
     # Opening again migrates nothing and keeps the rows.
