@@ -302,3 +302,14 @@ def test_a_streamed_body_stops_before_a_field_named_like_a_secret() -> None:
     assert "T-123" not in stored
     assert stored.startswith('{"submissionId": "S1", "records": [{')
     assert stored.endswith("more characters]")
+
+
+def test_a_streamed_body_cut_through_a_secret_keeps_none_of_it() -> None:
+    secret = "correct-horse-battery-staple"
+    text = "z" * 90 + secret + "," + secret[:-4]  # the head ends inside it
+    head = BodyHead(text, 50_000)
+
+    stored = redact_body(head, [secret], limit=200) or ""
+
+    assert "correct" not in stored
+    assert stored.startswith("z" * 90)

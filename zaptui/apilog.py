@@ -203,13 +203,18 @@ def _redact_head(head: str, length: int, forms: list[str], limit: int) -> str:
     """What is stored of a body of which only `head` was kept.
 
     Without the whole body a field named like a secret cannot be parsed out,
-    so the text stops where the first one starts.
+    so the text stops where the first one starts. Every secret wholly inside
+    the head is scrubbed; the head's last characters, where its end may cut
+    one short, are dropped.
     """
-    part = head[: limit + _slack(forms)]
-    start = _secret_field_start(part)
+    cleaned = redact_text(head, forms)
+    longest = max((len(form) for form in forms), default=0)
+    if longest:
+        cleaned = cleaned[: max(0, len(cleaned) - longest + 1)]
+    start = _secret_field_start(cleaned)
     if start is not None:
-        part = part[:start]
-    stored = redact_text(part, forms)[:limit]
+        cleaned = cleaned[:start]
+    stored = cleaned[:limit]
     return stored + TRUNCATION_MARKER.format(omitted=length - len(stored))
 
 
