@@ -11,7 +11,9 @@ import pytest
 from pytest_textual_snapshot import SVGImageExtension
 from syrupy.assertion import SnapshotAssertion
 from syrupy.location import PyTestLocation
+from ui_support import demo_for_test
 
+from zaptui.demo import Demo
 from zaptui.store.db import open_database
 from zaptui.store.models import ALL_MODELS, database_proxy
 
@@ -41,6 +43,18 @@ def db(db_url) -> Iterator[pw.Database]:
     database = open_database(db_url)
     yield database
     database.close()
+
+
+@pytest.fixture
+def demo(tmp_path) -> Iterator[Demo]:
+    """The small fixed demo (the console's tests drive it)."""
+    yield from demo_for_test(tmp_path)
+
+
+@pytest.fixture
+def full_demo(tmp_path) -> Iterator[Demo]:
+    """The fixed demo at its full size, as `zaptui --demo` builds it."""
+    yield from demo_for_test(tmp_path, profiles=None)
 
 
 def reset_postgres(url: str) -> None:

@@ -4,7 +4,6 @@ remove, map data and new connection, driven from the keyboard."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 from textual.message import Message
@@ -12,7 +11,6 @@ from textual.widgets import Select
 from ui_support import (
     cell_text,
     console,
-    demo_for_test,
     go_to_row,
     row_texts,
     screen_text,
@@ -27,16 +25,6 @@ from zaptui.ui.screens.mapping import MappingScreen
 from zaptui.ui.screens.new_connection import NewConnectionScreen
 from zaptui.ui.tabs.connections import DataConnectionsTab
 from zaptui.ui.widgets.keyed_table import KeyedTable
-
-
-@pytest.fixture
-def demo(tmp_path) -> Iterator[Demo]:
-    yield from demo_for_test(tmp_path)
-
-
-@pytest.fixture
-def full_demo(tmp_path) -> Iterator[Demo]:
-    yield from demo_for_test(tmp_path, profiles=None)
 
 
 def connection_named(name: str) -> DataConnection:

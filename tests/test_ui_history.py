@@ -16,12 +16,10 @@ from ui_support import (
     clock_at_fixed_now,
     column,
     console,
-    demo_for_test,
     settle,
     static_text,
 )
 
-from zaptui.demo import Demo
 from zaptui.runtime import Runtime
 from zaptui.services import Services
 from zaptui.store import queries
@@ -498,11 +496,6 @@ async def test_commands_cover_every_history_action(services):
 
 
 # -- through the console --------------------------------------------------------
-
-
-@pytest.fixture
-def demo(tmp_path) -> Iterator[Demo]:
-    yield from demo_for_test(tmp_path)
 
 
 async def test_key_3_shows_the_history_and_enter_opens_the_newest_run(demo):

@@ -19,12 +19,10 @@ from ui_support import (
     clock_at_fixed_now,
     column,
     console,
-    demo_for_test,
     settle,
 )
 
 from zaptui.apilog import ApiCall, DatabaseApiLog
-from zaptui.demo import Demo
 from zaptui.runtime import Runtime
 from zaptui.services import Services
 from zaptui.store import queries
@@ -330,11 +328,6 @@ def test_bodies_that_are_not_json_stay_as_they_are():
 
 
 # -- through the console --------------------------------------------------------
-
-
-@pytest.fixture
-def demo(tmp_path) -> Iterator[Demo]:
-    yield from demo_for_test(tmp_path)
 
 
 async def test_key_5_opens_a_logged_call_with_its_key_redacted(demo):

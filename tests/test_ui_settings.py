@@ -12,13 +12,11 @@ from ui_support import (
     TabHost,
     clock_at_fixed_now,
     console,
-    demo_for_test,
     settle,
     stop_blinking,
 )
 
 from zaptui import settings
-from zaptui.demo import Demo
 from zaptui.runtime import Runtime
 from zaptui.services import Services
 from zaptui.store.models import AuditEntry, Setting
@@ -416,11 +414,6 @@ def test_confirmations_read_as_sentences():
 
 
 # -- through the console --------------------------------------------------------
-
-
-@pytest.fixture
-def demo(tmp_path) -> Iterator[Demo]:
-    yield from demo_for_test(tmp_path)
 
 
 async def test_key_4_then_f_changes_the_frequency_in_the_console(demo):

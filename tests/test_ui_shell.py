@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
 
-import pytest
 from textual.command import CommandPalette
 from textual.widgets import Input, LoadingIndicator, TabbedContent
 from ui_support import (
     SMALL_DEMO,
     cell_text,
     console,
-    demo_for_test,
     fixed_demo,
     screen_text,
     settle,
@@ -31,11 +28,6 @@ from zaptui.ui.help import HelpScreen
 from zaptui.ui.messages import DataChanged
 from zaptui.ui.screens.connect_account import ConnectAccountScreen
 from zaptui.ui.widgets.keyed_table import KeyedTable
-
-
-@pytest.fixture
-def demo(tmp_path) -> Iterator[Demo]:
-    yield from demo_for_test(tmp_path)
 
 
 def active(pilot) -> str:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from textual import events
 from textual.widgets import Input
@@ -11,7 +9,6 @@ from ui_support import (
     FIXED_NOW,
     cell_text,
     console,
-    demo_for_test,
     go_to_row,
     row_texts,
     screen_text,
@@ -19,22 +16,11 @@ from ui_support import (
     stop_blinking,
 )
 
-from zaptui.demo import Demo
 from zaptui.store.models import Account, AuditEntry, DataConnection
 from zaptui.store.secrets import SecretBox, new_key
 from zaptui.ui.confirm import ConfirmScreen
 from zaptui.ui.screens.connect_account import ConnectAccountScreen
 from zaptui.ui.widgets.keyed_table import KeyedTable
-
-
-@pytest.fixture
-def demo(tmp_path) -> Iterator[Demo]:
-    yield from demo_for_test(tmp_path)
-
-
-@pytest.fixture
-def full_demo(tmp_path) -> Iterator[Demo]:
-    yield from demo_for_test(tmp_path, profiles=None)
 
 
 async def paste(pilot, text: str) -> None:
