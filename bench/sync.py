@@ -24,6 +24,12 @@ Figures printed:
 - memory: peak RSS (ru_maxrss) of that process after a 100,000-member sync
   and after a 10,000-member one, each in a fresh process. Goal: within 1.2x.
   `--tracemalloc` adds the peak of Python allocations during the sync.
+- floor: the same records sent by httpx alone as one submission (json.dumps,
+  POST, .json() of the answer) under a fresh reference. Bare paging plus this
+  bare submission is the least any sync that fetches and then submits once
+  can take; the ratio of the sync to it is the engine's own cost. The
+  simulators' CPU is printed beside each figure: on a machine of few cores
+  they compete with the measured process for them.
 - re-sync: after `--joiners` new members join, a second sync of the same
   connection; it reads only the look-back window and the joiners (the page
   count is printed).
@@ -139,6 +145,12 @@ class Simulator:
             timeout=60,
         ).raise_for_status()
 
+    def cpu_seconds(self) -> float:
+        """CPU the simulator process has used so far (Linux: /proc)."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rpartition(")")[2]
+        user, system = fields.split()[11:13]
+        return (int(user) + int(system)) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         """End the simulator process."""
         self.process.terminate()
@@ -187,6 +199,65 @@ async def bare_loop(
             pages += 1
             url = body["links"]["next"]
     return time.perf_counter() - started, time.process_time() - cpu, count, pages
+
+
+def sent_records(db_path: Path, run_id: int, reference: str) -> list[dict[str, Any]]:
+    """The records a run sent to ZAP~POST, carrying `reference` instead of its own."""
+    import sqlite3
+
+    from zaptui.store.models import ProfileOutcome
+    from zaptui.zappost.client import REFERENCE_FIELD
+
+    table = ProfileOutcome._meta.table_name
+    with sqlite3.connect(db_path) as database:
+        rows = database.execute(
+            f'SELECT record FROM "{table}" WHERE run_id = ? AND record IS NOT NULL '
+            "ORDER BY id",
+            (run_id,),
+        ).fetchall()
+    records = [json.loads(record) for (record,) in rows]
+    for record in records:
+        record["customdata"][REFERENCE_FIELD] = reference
+    return records
+
+
+async def bare_submission(
+    sim: Simulator, records: list[dict[str, Any]]
+) -> tuple[float, float, float]:
+    """Send records as one submission with httpx alone: seconds, CPU, sim CPU."""
+    import httpx
+
+    from zaptui.sim.server import SimWorld
+
+    campaign = sim.campaigns[CAMPAIGN]
+    auth = (sim.zap_key, sim.zap_password)
+    async with httpx.AsyncClient(auth=auth, timeout=600) as http:
+        sim_cpu = sim.cpu_seconds()
+        started = time.perf_counter()
+        cpu = time.process_time()
+        body = json.dumps(
+            {
+                "campaignId": campaign,
+                "scheduledSendId": None,
+                "onlyValidRecords": False,
+                "submissions": records,
+            },
+            separators=(",", ":"),
+        )
+        response = await http.post(
+            f"{SimWorld.zap_url(sim.url)}/api/v1/submissions",
+            content=body,
+            headers={"Content-Type": "application/json"},
+        )
+        response.raise_for_status()
+        answer = response.json()
+        seconds = time.perf_counter() - started
+        cpu = time.process_time() - cpu
+        sim_cpu = sim.cpu_seconds() - sim_cpu
+    answered = len(answer["validRecords"]) + len(answer["invalidRecords"])
+    if answered != len(records):
+        raise SystemExit("the bare submission's answer does not count every record")
+    return seconds, cpu, sim_cpu
 
 
 def prepare(sim: Simulator, db_path: Path, key_file: Path) -> int:
@@ -288,6 +359,8 @@ def worker(argv: list[str]) -> None:
                 "fetch_seconds": fetched_at[0] - started,
                 "submit_seconds": ended[0] - fetched_at[0],
                 "submit_cpu_seconds": ended[1] - fetched_at[1],
+                "run_id": run.id,
+                "reference": run.reference,
                 "status": run.status,
                 "pages": run.pages,
                 "fetched": run.fetched,
@@ -308,8 +381,32 @@ def fresh_sync(
     db_path = folder / f"{name}.db"
     key_file = folder / f"{name}.key"
     connection_id = prepare(sim, db_path, key_file)
+    sim_cpu = sim.cpu_seconds()
     figures = run_worker(sim, db_path, key_file, connection_id, trace)
+    figures["sim_cpu_seconds"] = sim.cpu_seconds() - sim_cpu
     return figures, db_path, key_file, connection_id
+
+
+def floor_figures(
+    sim: Simulator, db_path: Path, figures: dict[str, Any], rounds: int
+) -> dict[str, Any]:
+    """The median bare submission of the records a sync sent, each under a
+    reference of its own (the simulator replays a reference it has seen)."""
+    times = []
+    count = 0
+    for number in range(rounds):
+        records = sent_records(
+            db_path, figures["run_id"], f"{figures['reference']}-bare{number}"
+        )
+        count = len(records)
+        times.append(asyncio.run(bare_submission(sim, records)))
+        del records
+    return {
+        "records": count,
+        "seconds": statistics.median(t[0] for t in times),
+        "cpu": statistics.median(t[1] for t in times),
+        "sim_cpu": statistics.median(t[2] for t in times),
+    }
 
 
 def describe(label: str, figures: dict[str, Any]) -> str:
@@ -371,13 +468,15 @@ def main() -> None:
         try:
             bare_times = []
             for _ in range(args.rounds + 1):  # the first warms up
+                sim_cpu = big.cpu_seconds()
                 seconds, cpu, count, pages = asyncio.run(bare_loop(big))
-                bare_times.append((seconds, cpu))
-            bare = statistics.median(t for t, _ in bare_times[1:])
-            bare_cpu = statistics.median(c for _, c in bare_times[1:])
+                bare_times.append((seconds, cpu, big.cpu_seconds() - sim_cpu))
+            bare = statistics.median(t for t, _, _ in bare_times[1:])
+            bare_cpu = statistics.median(c for _, c, _ in bare_times[1:])
+            bare_sim_cpu = statistics.median(s for _, _, s in bare_times[1:])
             print(
-                f"bare httpx loop: {bare:.2f} s ({bare_cpu:.2f} s CPU) for "
-                f"{count:,} members, {pages} pages"
+                f"bare httpx loop: {bare:.2f} s ({bare_cpu:.2f} s CPU; the "
+                f"simulator {bare_sim_cpu:.2f} s) for {count:,} members, {pages} pages"
             )
 
             syncs = []
@@ -387,6 +486,8 @@ def main() -> None:
                 )
                 syncs.append(figures)
                 print(describe(f"full sync of {big.members:,}", figures))
+                meanwhile = figures["sim_cpu_seconds"]
+                print(f"  the simulator's CPU meanwhile: {meanwhile:.2f} s")
             full = statistics.median(f["seconds"] for f in syncs)
             full_cpu = statistics.median(f["cpu_seconds"] for f in syncs)
             print(f"sync / bare: {full / bare:.2f}x (goal: within 1.5x)")
@@ -402,7 +503,6 @@ def main() -> None:
                 f"{submit:.2f} s, {submit_cpu:.2f} s of it our CPU, the rest "
                 "waiting for ZAP~POST to take the submission"
             )
-
             little, _, _, _ = fresh_sync(small, folder, "small")
             print(describe(f"full sync of {small.members:,}", little))
             ratio = syncs[0]["maxrss_kb"] / little["maxrss_kb"]
@@ -427,6 +527,31 @@ def main() -> None:
                 f"re-sync read {again['pages']} pages for {again['fetched']} members "
                 f"(a full read is {pages} pages)"
             )
+            # Last: it holds every record in this process, which a fresh
+            # process started after it would count in its peak RSS.
+            floor = floor_figures(big, db_path, syncs[-1], args.rounds)
+            print(
+                f"bare submission of the {floor['records']:,} records sent: "
+                f"{floor['seconds']:.2f} s ({floor['cpu']:.2f} s CPU; the simulator "
+                f"{floor['sim_cpu']:.2f} s)"
+            )
+            least = bare + floor["seconds"]
+            print(
+                f"floor, bare paging + bare submission: {least:.2f} s; "
+                f"sync / floor: {full / least:.2f}x"
+            )
+            if least > 1.5 * bare:
+                print(
+                    f"  the floor alone is {least / bare:.2f}x the bare loop: no sync "
+                    "that fetches and then sends one submission meets 1.5x here"
+                )
+            cores = os.cpu_count() or 1
+            busy = full_cpu + statistics.median(f["sim_cpu_seconds"] for f in syncs)
+            print(
+                f"  CPU of the sync and the simulator together: {busy:.2f} s on "
+                f"{cores} cores, at least {busy / cores:.2f} s of wall time"
+            )
+
         finally:
             big.stop()
             small.stop()
