@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 from collections import Counter
@@ -22,6 +23,7 @@ from sync_world import (
 from zaptui import settings
 from zaptui.clock import utcnow
 from zaptui.domain.address import Address, VerificationResult
+from zaptui.sim import seed
 from zaptui.sim.zappost import COMMITTED_SERVICE, field_definition
 from zaptui.store.models import (
     ApiLogEntry,
@@ -428,6 +430,132 @@ def test_hold_back_is_off_by_default(world: World) -> None:
 
     assert run.imported == 20
     assert sorted(world.mailed("Win-back Postcard")) == sorted(shared)
+
+
+def another_account_sharing(world: World, shared: list[str]) -> DataConnection:
+    """A second Klaviyo account whose list holds the people of `shared` (the
+    same emails under its own profile ids), paired to the win-back campaign."""
+    klaviyo = world.sim.klaviyo
+    harbour = klaviyo.add_account("Harbour Goods", rng=world.rng)
+    copies = [
+        seed.SeedProfile(
+            seed.profile_id(world.rng), copy.deepcopy(klaviyo.profiles[p].attributes)
+        )
+        for p in shared
+    ]
+    customers = klaviyo.add_source(harbour, "list", "Harbour customers")
+    klaviyo.join(harbour, customers, klaviyo.add_profiles(harbour, copies))
+    account = world.services.connect_account(harbour.private_key)
+    return world.services.create_connection(
+        account.id, "list", customers.id, world.campaign_id("Win-back Postcard")
+    )
+
+
+def mailings_by_email(world: World) -> Counter[str]:
+    """How many times each person was mailed, whatever the account or campaign."""
+    profiles = world.sim.klaviyo.profiles
+    return Counter(
+        profiles[m.customerid].attributes["email"].casefold()
+        for m in world.sim.zappost.mailed()
+    )
+
+
+def sync_held_at(
+    world: World, connection_id: int, phase: str
+) -> tuple[threading.Thread, threading.Event, list[BaseException]]:
+    """Start a sync in a thread that waits at its first report of `phase`
+    until the returned event is set."""
+    reached, release = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def wait_there(progress: Progress) -> None:
+        if progress.phase == phase and not reached.is_set():
+            reached.set()
+            release.wait(10)
+
+    def run() -> None:
+        try:
+            sync(world, connection_id, progress=wait_there)
+        except BaseException as error:  # surfaced by the test
+            errors.append(error)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    assert reached.wait(10), f"the sync never reached {phase}"
+    return thread, release, errors
+
+
+def test_hold_back_holds_a_person_another_account_is_submitting_now(
+    world: World,
+) -> None:
+    check_hold_back_of_a_submission_in_flight(world)
+
+
+def test_hold_back_holds_a_person_mailed_while_the_run_was_fetching(
+    world: World,
+) -> None:
+    check_hold_back_of_a_mailing_made_while_fetching(world)
+
+
+@pytest.mark.postgres
+def test_hold_back_holds_back_across_accounts_on_postgresql(pg_db) -> None:
+    for world in build_world(seed=7, clean=60):
+        check_hold_back_of_a_submission_in_flight(world)
+    for world in build_world(seed=8, clean=60):
+        check_hold_back_of_a_mailing_made_while_fetching(world)
+
+
+def check_hold_back_of_a_submission_in_flight(world: World) -> None:
+    """Of two accounts' runs that staged one person, the second to submit
+    holds them back while the first is sending."""
+    world.services.set_setting("hold_back_days", 30)
+    shared = world.members.mailable[:20]
+    harbour = another_account_sharing(world, shared)
+    acme = world.connect()
+
+    # Acme's sync has staged everyone and is about to send its submission.
+    thread, release, errors = sync_held_at(world, acme.id, "submitting")
+    try:
+        run = sync(world, harbour.id)
+    finally:
+        release.set()
+        thread.join(10)
+
+    assert errors == []
+    assert run.imported == 0
+    assert run.skipped_duplicate == 20
+    reasons = {row.reason for row in outcomes(run).values()}
+    assert reasons == {"being mailed by another sync now (hold-back of 30 days)"}
+    mailings = mailings_by_email(world)
+    assert len(mailings) == len(world.members.mailable)
+    assert set(mailings.values()) == {1}
+
+
+def check_hold_back_of_a_mailing_made_while_fetching(world: World) -> None:
+    """A run holds back whoever another account mailed after its look at the
+    ledger, before it submitted."""
+    world.services.set_setting("hold_back_days", 30)
+    shared = world.members.mailable[:20]
+    harbour = another_account_sharing(world, shared)
+    acme = world.connect()
+
+    # Harbour's sync has looked at the ledger for its one page and staged all
+    # 20; Acme mails them before Harbour gets to submit.
+    thread, release, errors = sync_held_at(world, harbour.id, "fetching")
+    try:
+        sync(world, acme.id)
+    finally:
+        release.set()
+        thread.join(10)
+
+    assert errors == []
+    run = SyncRun.get(SyncRun.connection == harbour.id)
+    assert (run.status, run.imported, run.skipped_duplicate) == ("succeeded", 0, 20)
+    assert {row.reason for row in outcomes(run).values()} == {
+        "mailed within the last 30 days"
+    }
+    assert run.submission_id is None
+    assert set(mailings_by_email(world).values()) == {1}
 
 
 def test_new_joiners_only_connection_skips_current_members(world: World) -> None:

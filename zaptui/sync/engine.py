@@ -419,9 +419,11 @@ class SyncEngine:
             finalize(run.id, None)
             return False
         # From here on records may reach ZAP~POST: recovery resends, never refetches.
-        SyncRun.update(phase="submitting", heartbeat_at=utcnow()).where(
-            SyncRun.id == run.id
-        ).execute()
+        if begin_submitting(run.id, stager.hold_back_days):
+            stager.recount()
+            if stager.staged == 0:
+                finalize(run.id, None)
+                return False
         self._report(stager.progress("submitting"))
         try:
             result = await submit_staged(
@@ -637,7 +639,7 @@ class _Stager:
         with database_proxy.atomic():
             if values and _insert_outcomes(values) != len(values):
                 # Some were seen earlier in this run (a re-join mid-paging).
-                self._recount()
+                self.recount()
                 values = _kept(self.run.id, values)
             _record_failures(self.connection.id, values)
             SyncRun.update(
@@ -712,7 +714,8 @@ class _Stager:
             else:
                 self.skipped += 1
 
-    def _recount(self) -> None:
+    def recount(self) -> None:
+        """Set the counts kept here from the run's outcome rows."""
         counts = dict(
             ProfileOutcome.select(
                 ProfileOutcome.outcome, pw.fn.COUNT(ProfileOutcome.id)
@@ -841,8 +844,7 @@ class _Stager:
 
     def _held_back(self, profiles: list[Profile]) -> set[str]:
         """Profile ids and emails mailed by any connection within the hold-back."""
-        # TODO(hold-back-race): two accounts syncing at once can both mail one
-        # person inside the window; the ledger is read per page, not locked.
+        # A first look, per page; `begin_submitting` has the last word.
         if not self.hold_back_days or not profiles:
             return set()
         since = utcnow() - timedelta(days=self.hold_back_days)
@@ -948,6 +950,88 @@ def _record_failures(connection_id: int, values: list[tuple[Any, ...]]) -> None:
             ],
             preserve=[ReportedFailure.run, ReportedFailure.reason],
         ).execute()
+
+
+# PostgreSQL's advisory lock serialising `begin_submitting` across processes
+# (SQLite's write lock, taken at BEGIN, does the same there).
+_SUBMITTING_LOCK = 0x7A61707475690001
+
+
+def begin_submitting(run_id: int, hold_back_days: int) -> int:
+    """Move a run to submitting; how many of its staged profiles it held back.
+
+    With the hold-back rule on, the per-page look at the ledger is not enough:
+    another account's run may have mailed the same person since, or be sending
+    them now. So this looks again, holding back anyone in the ledger within the
+    window or staged by a run that is submitting, in one transaction that runs
+    one at a time across processes: of two runs that staged one person, the
+    second to get here holds them back.
+    """
+    with database_proxy.atomic():
+        held = 0
+        if hold_back_days:
+            if is_postgres():
+                database_proxy.execute_sql(
+                    "SELECT pg_advisory_xact_lock(%s)", (_SUBMITTING_LOCK,)
+                )
+            held = _hold_back_mailed(run_id, hold_back_days)
+            held += _hold_back_in_flight(run_id, hold_back_days)
+        SyncRun.update(phase="submitting", heartbeat_at=utcnow()).where(
+            SyncRun.id == run_id
+        ).execute()
+    return held
+
+
+def _outcome_sql() -> tuple[str, str]:
+    """The outcome table's quoted name and its database's parameter mark."""
+    return f'"{ProfileOutcome._meta.table_name}"', database_proxy.obj.param
+
+
+def _hold_back_mailed(run_id: int, days: int) -> int:
+    """Hold back the run's staged profiles the ledger has within `days`."""
+    outcomes, mark = _outcome_sql()
+    ledger = f'"{SubmittedProfile._meta.table_name}"'
+    since = SubmittedProfile.submitted_at.db_value(utcnow() - timedelta(days=days))
+    # Correlated, so that each staged row probes the hold-back indexes rather
+    # than the ledger's whole window being gathered first.
+    cursor = database_proxy.execute_sql(
+        f"UPDATE {outcomes} SET outcome = 'held_back', reason = {mark} "
+        f"WHERE run_id = {mark} AND outcome = 'staged' AND ("
+        f"EXISTS (SELECT 1 FROM {ledger} l WHERE l.profile_id = "
+        f"{outcomes}.profile_id AND l.submitted_at > {mark}) OR "
+        f"({outcomes}.email <> '' AND EXISTS (SELECT 1 FROM {ledger} l "
+        f"WHERE l.email = {outcomes}.email AND l.submitted_at > {mark})))",
+        (f"mailed within the last {days} days", run_id, since, since),
+    )
+    return cursor.rowcount
+
+
+def _hold_back_in_flight(run_id: int, days: int) -> int:
+    """Hold back the run's staged profiles another submitting run has staged."""
+    others = [
+        other
+        for (other,) in SyncRun.select(SyncRun.id)
+        .where((SyncRun.phase == "submitting") & (SyncRun.id != run_id))
+        .tuples()
+    ]
+    if not others:
+        return 0
+    outcomes, mark = _outcome_sql()
+    runs = ", ".join([mark] * len(others))
+    staged = f"FROM {outcomes} o WHERE o.run_id IN ({runs}) AND o.outcome = 'staged'"
+    cursor = database_proxy.execute_sql(
+        f"UPDATE {outcomes} SET outcome = 'held_back', reason = {mark} "
+        f"WHERE run_id = {mark} AND outcome = 'staged' AND ("
+        f"profile_id IN (SELECT o.profile_id {staged}) OR "
+        f"(email <> '' AND email IN (SELECT o.email {staged} AND o.email <> '')))",
+        (
+            f"being mailed by another sync now (hold-back of {days} days)",
+            run_id,
+            *others,
+            *others,
+        ),
+    )
+    return cursor.rowcount
 
 
 # -- shared by a live run and recovery ----------------------------------------
