@@ -235,7 +235,7 @@ class DataConnectionsTab(Widget):
              self.action_pause),
             ("Resume data connection", "Sync the selected data connection again",
              self.action_resume),
-            ("Map data", "Show which profile field fills each campaign field",
+            ("Map data", "Choose which profile field fills each campaign field",
              self.action_map_data),
             ("Remove data connection", "Unpair the selected list or segment",
              self.action_remove),
@@ -536,7 +536,7 @@ class DataConnectionsTab(Widget):
     # -- map data, new connection --------------------------------------------
 
     def action_map_data(self) -> None:
-        """Show the selected data connection's mapping."""
+        """Open the selected data connection's mapping to change it."""
         row = self._require_row("map")
         if row is not None:
             self.app.push_screen(MappingScreen(self.services, row.id, row.name))
