@@ -278,12 +278,11 @@ def test_lease_seconds_come_from_the_environment(monkeypatch) -> None:
     assert leases.lease_seconds() == leases.LEASE_SECONDS
 
 
-def test_a_row_locked_by_another_transaction_is_busy_on_postgres(pg_db) -> None:
+def test_a_row_kept_locked_by_another_transaction_is_busy_on_postgres(
+    pg_db,
+) -> None:
     account, (connection,) = make_account("A", 1)
-    other = pw.PostgresqlDatabase(
-        pg_db.database, **{k: v for k, v in pg_db.connect_params.items()}
-    )
-    other.connect()
+    other = _second_connection(pg_db)
     try:
         with other.atomic():
             other.execute_sql(
@@ -294,3 +293,36 @@ def test_a_row_locked_by_another_transaction_is_busy_on_postgres(pg_db) -> None:
     finally:
         other.close()
     release_both(connection.id, account.id, "mine:1:b")
+
+
+def test_a_row_locked_for_an_instant_is_waited_for_on_postgres(pg_db) -> None:
+    account, (connection,) = make_account("A", 1)
+    other = _second_connection(pg_db)
+    locked = threading.Event()
+
+    def lock_for_a_moment() -> None:
+        with other.atomic():
+            other.execute_sql(
+                'SELECT id FROM "account" WHERE id = %s FOR UPDATE', (account.id,)
+            )
+            locked.set()
+            threading.Event().wait(leases.LOCKED_ROW_WAIT_SECONDS / 5)
+
+    locker = threading.Thread(target=lock_for_a_moment)
+    try:
+        locker.start()
+        assert locked.wait(5)
+        # As a renewal or a scheduler's claim holds it: the hold is taken
+        # once that transaction ends, not refused as busy.
+        assert leases.acquire_for_sync(connection.id, account.id, "mine:1:b")
+    finally:
+        locker.join(5)
+        other.close()
+    release_both(connection.id, account.id, "mine:1:b")
+
+
+def _second_connection(pg_db: pw.PostgresqlDatabase) -> pw.PostgresqlDatabase:
+    """Another connection to the test database, as another process has."""
+    other = pw.PostgresqlDatabase(pg_db.database, **dict(pg_db.connect_params))
+    other.connect()
+    return other

@@ -3,8 +3,10 @@
 A hold is a row's `lease_owner` and `lease_expires_at`. It is taken inside a
 write transaction: in SQLite that transaction takes the database lock up front
 (BEGIN IMMEDIATE), in PostgreSQL the row is locked with FOR UPDATE SKIP LOCKED
-so a busy row is passed over instead of waited for. A hold that is not renewed
-expires; a hold whose owner is a dead process on this host is taken at once.
+so a busy row is passed over instead of waited for (a hold asked for by name
+waits a moment first, for a transaction that has the row locked this
+instant). A hold that is not renewed expires; a hold whose owner is a dead
+process on this host is taken at once.
 
 Every thread of a process shares one owner name, so the database alone cannot
 tell two syncs of one process apart: holds are also recorded per thread in
@@ -17,6 +19,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -31,6 +34,11 @@ log = logging.getLogger(__name__)
 
 LEASE_SECONDS = 90
 LEASE_SECONDS_ENV = "ZAPTUI_LEASE_SECONDS"
+# How long taking a hold asked for by name waits for a row another transaction
+# has locked this instant (a renewal, a scheduler's claim: both end at once)
+# before calling it busy. A scheduler's claim never waits: it takes other work.
+LOCKED_ROW_WAIT_SECONDS = 0.5
+_LOCKED_ROW_POLL_SECONDS = 0.02
 
 Holdable = type[Account] | type[DataConnection]
 _Key = tuple[str, int]
@@ -130,15 +138,21 @@ def held_in_this_process(model: Holdable, row_id: int) -> bool:
 # -- taking and giving back -----------------------------------------------------
 
 
-def _locked_row(model: Holdable, row_id: int) -> pw.Model | None:
+def _locked_row(model: Holdable, row_id: int, wait: float = 0.0) -> pw.Model | None:
     """The row, locked; None if it is gone or (PostgreSQL) another transaction
-    has it locked this instant, which is treated as busy."""
+    has kept it locked for `wait` seconds, which is treated as busy."""
     query = model.select().where(model.id == row_id)
-    if is_postgres():
-        # TODO(leases): a row locked for an instant by a renewal also reads as
-        # busy, so a manual sync asked for at that instant is refused.
-        query = query.for_update(skip_locked=True)
-    return query.first()
+    if not is_postgres():
+        return query.first()  # the transaction holds the database's write lock
+    deadline = time.monotonic() + wait
+    while True:
+        # A fresh query each time: a query keeps the rows it read.
+        row = query.clone().for_update(skip_locked=True).first()
+        if row is not None or time.monotonic() >= deadline:
+            return row
+        if not query.clone().exists():
+            return None
+        time.sleep(_LOCKED_ROW_POLL_SECONDS)
 
 
 def _expiry(seconds: int | None) -> datetime:
@@ -154,7 +168,7 @@ def acquire(
         return False
     try:
         with database_proxy.atomic():
-            row = _locked_row(model, row_id)
+            row = _locked_row(model, row_id, LOCKED_ROW_WAIT_SECONDS)
             if row is None or not is_free(row.lease_owner, row.lease_expires_at, owner):
                 _unreserve(added)
                 return False
@@ -188,10 +202,11 @@ def acquire_for_sync(
     try:
         with database_proxy.atomic():
             # Both rows are locked before either is judged: with SKIP LOCKED a
-            # row another transaction is taking right now comes back as None,
-            # and that is busy, never free.
-            connection = _locked_row(DataConnection, connection_id)
-            account = _locked_row(Account, account_id) if connection else None
+            # row another transaction keeps locked comes back as None, and that
+            # is busy, never free.
+            wait = LOCKED_ROW_WAIT_SECONDS
+            connection = _locked_row(DataConnection, connection_id, wait)
+            account = _locked_row(Account, account_id, wait) if connection else None
             if (
                 connection is None
                 or account is None
