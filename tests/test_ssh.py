@@ -13,6 +13,7 @@ import asyncssh
 import pytest
 
 from zaptui.ssh import console_environment, start_server
+from zaptui.ui.links import browser_opens_here
 
 SCREEN_TIMEOUT = 60.0
 _ESCAPES = re.compile(rb"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(\x07|\x1b\\)")
@@ -129,6 +130,18 @@ def test_ssh_user_is_the_audit_actor(monkeypatch: pytest.MonkeyPatch) -> None:
     assert env["ZAPTUI_ACTOR"] == "alice"
     assert "SSH_AUTH_SOCK" not in env
     assert (env["COLUMNS"], env["LINES"], env["TERM"]) == ("100", "30", "xterm")
+
+
+def test_an_operators_console_does_not_open_browsers_on_the_server(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DISPLAY", ":0")
+    monkeypatch.setenv("WAYLAND_DISPLAY", "wayland-0")
+
+    env = console_environment("alice", "xterm", 100, 30)
+
+    assert "DISPLAY" not in env and "WAYLAND_DISPLAY" not in env
+    assert not browser_opens_here(env, "darwin")
 
 
 async def test_serve_ssh_command_serves_the_demo_console(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from zaptui.runtime import Runtime
 from zaptui.services import Services
 from zaptui.store import queries
 from zaptui.store.models import ProfileOutcome, SyncRun
+from zaptui.ui.links import REMOTE_CONSOLE_ENV, browser_opens_here
 from zaptui.ui.tabs.history import SyncHistoryTab, column_widths
 from zaptui.ui.widgets.run_panel import RunPanel
 
@@ -443,7 +444,23 @@ async def test_run_panel_shows_the_first_500_failures_and_counts_the_rest(servic
         assert "… and 120 more not shown." in failures
 
 
-async def test_o_opens_the_submission_link_of_the_open_run(services):
+@pytest.fixture
+def desktop(monkeypatch) -> None:
+    """A console on a desktop: a browser opens where the operator sits."""
+    monkeypatch.setenv("DISPLAY", ":0")
+    monkeypatch.delenv("SSH_CONNECTION", raising=False)
+    monkeypatch.delenv(REMOTE_CONSOLE_ENV, raising=False)
+
+
+@pytest.fixture
+def remote(monkeypatch) -> None:
+    """A console logged into over SSH, on a host without a display."""
+    for name in ("DISPLAY", "WAYLAND_DISPLAY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SSH_CONNECTION", "192.0.2.7 50022 192.0.2.1 22")
+
+
+async def test_o_opens_the_submission_link_of_the_open_run(services, desktop):
     runs = make_runs()
     app = HistoryHost(services)
 
@@ -455,6 +472,43 @@ async def test_o_opens_the_submission_link_of_the_open_run(services):
         await pilot.press("o")
 
         assert app.opened == [runs[0].submission_url]
+
+
+async def test_o_copies_the_link_where_no_browser_can_be_opened(services, remote):
+    runs = make_runs()
+    app = HistoryHost(services)
+
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        table_of(app).focus()
+        await pilot.press("down", "down", "down", "down", "enter")
+        await settle(pilot)
+        await pilot.press("o")
+        await pilot.pause()
+
+        assert app.opened == []
+        assert app.clipboard == runs[0].submission_url
+        toasts = [n.message for n in app._notifications]
+        assert toasts == [
+            "No browser can be opened from this terminal, so the link was copied "
+            f"to the clipboard: {runs[0].submission_url}"
+        ]
+
+
+@pytest.mark.parametrize(
+    ("environ", "platform", "opens"),
+    [
+        ({"DISPLAY": ":0"}, "linux", True),
+        ({"WAYLAND_DISPLAY": "wayland-0"}, "linux", True),
+        ({}, "linux", False),
+        ({}, "darwin", True),
+        ({}, "win32", True),
+        ({"DISPLAY": ":0", "SSH_CONNECTION": "a 1 b 22"}, "linux", False),
+        ({REMOTE_CONSOLE_ENV: "1"}, "darwin", False),
+    ],
+)
+def test_a_browser_opens_only_in_front_of_the_operator(environ, platform, opens):
+    assert browser_opens_here(environ, platform) is opens
 
 
 async def test_a_run_without_a_submission_opens_nothing(services):

@@ -25,6 +25,8 @@ from typing import Any
 
 import asyncssh
 
+from zaptui.ui.links import DISPLAY_VARIABLES, REMOTE_CONSOLE_ENV
+
 log = logging.getLogger(__name__)
 
 _READ_CHUNK = 65536
@@ -47,9 +49,12 @@ def console_environment(
         key: value
         for key, value in os.environ.items()
         if not key.startswith(("SSH_", "ZAPTUI_ACTOR"))
+        # The server's display is not the operator's.
+        and key not in DISPLAY_VARIABLES
     }
     env.update(
         ZAPTUI_ACTOR=username,
+        **{REMOTE_CONSOLE_ENV: "1"},
         TERM=term_type or "xterm-256color",
         COLUMNS=str(columns),
         LINES=str(rows),

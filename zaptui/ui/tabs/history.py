@@ -11,6 +11,7 @@ from textual.widgets import DataTable, Static
 
 from zaptui.clock import format_utc
 from zaptui.store import queries
+from zaptui.ui.links import browser_opens_here
 from zaptui.ui.text import clean
 from zaptui.ui.widgets.paged_table import (
     PagedTable,
@@ -200,8 +201,17 @@ class SyncHistoryTab(PagedTableTab[queries.RunRow]):
         url = self._web_link()
         if url is None:
             return
-        # TODO(open-url): on a host without a desktop browser Python may start a
-        # console browser in this terminal; offer copying instead there.
+        if not browser_opens_here():
+            self.app.copy_to_clipboard(url)
+            self.notify(
+                clean(
+                    "No browser can be opened from this terminal, so the link "
+                    f"was copied to the clipboard: {url}"
+                ),
+                markup=False,
+                timeout=10,
+            )
+            return
         self.app.open_url(url)
         self.notify(clean(f"Opening {url}"), markup=False)
 
