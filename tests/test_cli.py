@@ -172,6 +172,53 @@ def test_a_connection_is_paired_listed_paused_resumed_and_removed(
     assert world.mailed() == []
 
 
+def test_a_mapping_is_shown_and_changed_field_by_field(
+    world: World, env: dict[str, str]
+) -> None:
+    spring = world.sim.zappost.campaign_named("Spring Sale A5 Postcard")
+    zaptui(
+        env,
+        "connection",
+        "add",
+        "--account",
+        str(add_acme(env)),
+        "--segment",
+        world.segment.id,
+        "--campaign",
+        spring.id,
+    )
+
+    saved = zaptui(
+        env, "connection", "map", "1", "tier=properties.tier", "salutation=title"
+    )
+    shown = as_json(zaptui(env, "connection", "map", "1", "--json"))
+    unmapped = zaptui(env, "connection", "map", "1", "salutation=")
+    table = zaptui(env, "connection", "map", "1").stdout
+    unknown = zaptui(env, "connection", "map", "1", "tier=loyalty", status=1)
+    automatic = zaptui(env, "connection", "map", "1", "postcode=last_name", status=1)
+    next(f for f in spring.fields if f["name"] == "tier")["required"] = True
+    required = zaptui(env, "connection", "map", "1", "tier=", status=1)
+    malformed = zaptui(env, "connection", "map", "1", "tier", status=2)
+
+    assert saved.stdout.strip() == (
+        "mapping of data connection 1 saved: tier=properties.tier, salutation=title"
+    )
+    assert shown["tier"] == "properties.tier" and shown["salutation"] == "title"
+    assert "salutation not mapped" in unmapped.stdout
+    assert "tier" in table and "properties.tier" in table
+    assert "salutation" not in table
+    assert "unknown profile path 'loyalty'" in unknown.stderr
+    assert "filled from the cleansed address" in automatic.stderr
+    assert required.stderr.strip() == (
+        "zaptui: map every required campaign field first: tier"
+    )
+    assert "is not FIELD=PATH" in malformed.stderr
+    final = as_json(zaptui(env, "connection", "map", "1", "--json"))
+    assert final["tier"] == "properties.tier" and "salutation" not in final
+    audits = AuditEntry.select().where(AuditEntry.action == "connection.map")
+    assert [a.actor for a in audits] == ["cli-operator", "cli-operator"]
+
+
 def test_names_holding_escape_sequences_never_reach_the_terminal(
     world: World, env: dict[str, str]
 ) -> None:

@@ -166,6 +166,20 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("pause", "resume", "remove"):
         sub = connection.add_parser(name, help=f"{name} a data connection")
         sub.add_argument("connection_id", type=int, metavar="ID")
+    cmap = connection.add_parser(
+        "map",
+        help="show a data connection's mapping, or change which profile field "
+        "fills each campaign field",
+    )
+    cmap.add_argument("connection_id", type=int, metavar="ID")
+    cmap.add_argument(
+        "pairs",
+        nargs="*",
+        metavar="FIELD=PATH",
+        help="fill FIELD from the profile path PATH (`first_name`, "
+        "`properties.tier`); `FIELD=` leaves it not mapped",
+    )
+    cmap.add_argument("--json", action="store_true")
 
     sync = commands.add_parser("sync", help="sync one data connection now")
     sync.add_argument("connection_id", type=int, metavar="CONNECTION_ID")
@@ -374,6 +388,8 @@ def cmd_account(args: argparse.Namespace) -> int:
 
 def cmd_connection(args: argparse.Namespace) -> int:
     """`zaptui connection ...`."""
+    if args.action == "map":
+        return _connection_map(args)
     _, services = _open(args)
     if args.action == "add":
         source_type = "list" if args.list_id else "segment"
@@ -409,6 +425,49 @@ def cmd_connection(args: argparse.Namespace) -> int:
     action(args.connection_id)
     verb = {"pause": "paused", "resume": "resumed", "remove": "removed"}[args.action]
     print(f"data connection {args.connection_id} {verb}")
+    return EXIT_OK
+
+
+def _mapping_changes(pairs: Sequence[str]) -> dict[str, str]:
+    """FIELD=PATH arguments as campaign field -> profile path ("" unmaps)."""
+    changes: dict[str, str] = {}
+    for pair in pairs:
+        field, equals, path = pair.partition("=")
+        if not equals or not field.strip():
+            raise UsageError(
+                f"{_printable(pair)!r} is not FIELD=PATH (`FIELD=` unmaps a field)"
+            )
+        changes[field.strip()] = path.strip()
+    return changes
+
+
+def _connection_map(args: argparse.Namespace) -> int:
+    """`zaptui connection map ID [FIELD=PATH ...]`: show or change a mapping.
+
+    The pairs change the mapping as it is; the services refuse a mapping that
+    leaves a required campaign field empty or names no profile field.
+    """
+    changes = _mapping_changes(args.pairs)
+    _, services = _open(args)
+    mapping = services.mapping(args.connection_id)
+    if changes:
+        mapping = services.update_mapping(args.connection_id, mapping | changes)
+        if not args.json:
+            done = ", ".join(
+                f"{field}={path}" if path else f"{field} not mapped"
+                for field, path in changes.items()
+            )
+            saved = f"mapping of data connection {args.connection_id} saved"
+            print(f"{saved}: {_printable(done)}")
+            return EXIT_OK
+    if args.json:
+        _print_json(mapping)
+    else:
+        rows = [
+            {"campaign_field": field, "profile_field": path}
+            for field, path in sorted(mapping.items())
+        ]
+        _table(rows, ("campaign_field", "profile_field"))
     return EXIT_OK
 
 
