@@ -16,6 +16,7 @@ from zaptui.store.db import DatabaseUrlError, connect, open_database
 from zaptui.store.migrations import LATEST_VERSION, current_version, migrate
 from zaptui.store.models import (
     Account,
+    AlertDelivery,
     DataConnection,
     ProfileOutcome,
     ReportedFailure,
@@ -157,7 +158,7 @@ def test_version_7_remembers_the_failures_outcomes_hold(db):
         )
     ProfileOutcome.create(run=runs[0], profile_id="P2", outcome="imported")
     ReportedFailure.delete().execute()
-    SchemaVersion.delete().where(SchemaVersion.version == 7).execute()
+    SchemaVersion.delete().where(SchemaVersion.version >= 7).execute()
 
     migrate(db)
 
@@ -223,3 +224,16 @@ def test_postgres_store_round_trip(pg_db, pg_url):
     # Opening again migrates nothing and keeps the rows.
     open_database(pg_url)
     assert DataConnection.select().count() == 1
+
+
+@pytest.mark.postgres
+def test_postgres_migrates_a_version_7_database_to_the_alert_outbox(pg_db):
+    pg_db.drop_tables([AlertDelivery])
+    SchemaVersion.delete().where(SchemaVersion.version == 8).execute()
+
+    assert migrate(pg_db) == LATEST_VERSION
+    connection = _vip_postcards()
+    AlertDelivery.create(connection=connection, payload={"event": "alert_failing"})
+    connection.delete_instance()
+    # The alert outlives its connection, which its payload names.
+    assert AlertDelivery.get().connection_id is None

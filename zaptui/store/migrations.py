@@ -17,6 +17,7 @@ from playhouse.migrate import migrate as apply_operations
 from zaptui.clock import utcnow
 from zaptui.store.models import (
     ALL_MODELS,
+    AlertDelivery,
     ApiLogEntry,
     ConnectionAlert,
     DataConnection,
@@ -116,6 +117,11 @@ def _v7_reported_failures(migrator: SchemaMigrator) -> None:
     )
 
 
+def _v8_alert_outbox(migrator: SchemaMigrator) -> None:
+    """Version 8: the outbox of alerts on their way to the alert webhook."""
+    migrator.database.create_tables([AlertDelivery], safe=True)
+
+
 MIGRATIONS: list[tuple[int, Callable[[SchemaMigrator], None]]] = [
     (2, _v2_failure_tracking),
     (3, _v3_scheduler_tables),
@@ -123,6 +129,7 @@ MIGRATIONS: list[tuple[int, Callable[[SchemaMigrator], None]]] = [
     (5, _v5_fewer_write_indexes),
     (6, _v6_full_reads),
     (7, _v7_reported_failures),
+    (8, _v8_alert_outbox),
 ]
 LATEST_VERSION = max(version for version, _ in MIGRATIONS)
 

@@ -323,6 +323,34 @@ class ConnectionAlert(BaseModel):
     changed_at = UtcDateTimeField(default=utcnow)
 
 
+class AlertDelivery(BaseModel):
+    """An alert on its way to the alert webhook: the outbox.
+
+    Written in the transaction that decides the alert is raised, so an alert
+    is delivered even when the process raising it ends before sending it;
+    retried with backoff until delivered or given up. Kept afterwards, with
+    the connection's names in the payload, so a removed connection's alerts
+    still read whole.
+    """
+
+    connection = pw.ForeignKeyField(
+        DataConnection, backref="alert_deliveries", null=True, on_delete="SET NULL"
+    )
+    payload = JsonField()  # what the webhook receives
+    status = pw.CharField(default="pending")  # pending, delivered, given_up
+    created_at = UtcDateTimeField(default=utcnow)
+    attempts = pw.IntegerField(default=0)
+    # The next try; while an attempt is in flight, when it counts as lost.
+    next_attempt_at = UtcDateTimeField(default=utcnow)
+    last_error = pw.TextField(default="")  # never the URL: it may hold a token
+    delivered_at = UtcDateTimeField(null=True)
+    given_up_at = UtcDateTimeField(null=True)
+
+    class Meta:
+        # Each pass looks for the pending deliveries that are due.
+        indexes = ((("status", "next_attempt_at"), False),)
+
+
 ALL_MODELS: list[type[BaseModel]] = [
     SchemaVersion,
     Account,
@@ -339,4 +367,5 @@ ALL_MODELS: list[type[BaseModel]] = [
     SchedulerHeartbeat,
     SchedulerMark,
     ConnectionAlert,
+    AlertDelivery,
 ]
