@@ -42,6 +42,7 @@ POLL_SECONDS = 30.0
 POLL_SECONDS_ENV = "ZAPTUI_SCHEDULER_POLL_SECONDS"
 PARALLEL_ENV = "ZAPTUI_SCHEDULER_PARALLEL"
 PRUNE_CHECK_MINUTES = 30
+ALERT_RETRY_SECONDS = 30.0  # how often alerts the webhook missed are retried
 MODES = ("console", "headless")
 
 EventCallback = Callable[[SchedulerEvent], None]
@@ -186,6 +187,7 @@ class SyncScheduler:
         assert self._wake is not None
         try:
             await self._chore(self._recover)
+            await self._deliver_alerts()  # what earlier runs could not deliver
             while not self._closing:
                 await self._dispatch()
                 if not self._futures:
@@ -228,6 +230,12 @@ class SyncScheduler:
                 next_run_time=now + timedelta(seconds=min(60, self.poll_seconds)),
                 **every,
             )
+            scheduler.add_job(
+                self._deliver_alerts,
+                IntervalTrigger(seconds=ALERT_RETRY_SECONDS),
+                id="alerts",
+                **every,
+            )
         scheduler.add_job(
             self._beat,
             IntervalTrigger(seconds=heartbeat.HEARTBEAT_SECONDS),
@@ -255,6 +263,9 @@ class SyncScheduler:
 
     async def _prune(self) -> None:
         await self._chore(pruning.prune_if_due, self.owner)
+
+    async def _deliver_alerts(self) -> None:
+        await self._chore(alerts.deliver_pending)
 
     async def _renew_holds(self) -> None:
         await self._chore(self._keep_holds)
@@ -529,7 +540,7 @@ class SyncScheduler:
             SchedulerEvent(alert.kind, alert.connection_id, alert.message, run_id),
             logging.ERROR,
         )
-        alerts.send_webhook(alert)
+        alerts.deliver_pending([alert.connection_id])  # a failure is retried later
 
     def _keep_holds(self) -> None:
         """Renew the holds of the syncs in flight, so a short lease never lapses
