@@ -371,3 +371,35 @@ def test_urls_on_the_command_line_win_over_the_environment(
     )
 
     assert paired.stdout.strip().endswith("Acme Outdoor (connected)")
+
+
+def test_debug_output_carries_no_secret_and_no_value_written(
+    env: dict[str, str], world: World
+) -> None:
+    token = "T0K3N-only-the-webhook-knows"
+    debug = {**env, "ZAPTUI_DEBUG": "1"}
+    runs = [
+        ["account", "add", "--api-key-env", "ACME_KEY"],
+        ["settings", "set", "alert-webhook", f"https://hooks.example/{token}"],
+        ["connection", "add", "--account", "1", "--segment", world.segment.id]
+        + ["--campaign", world.campaign_id()],
+        ["sync", "1"],
+    ]
+    stderr = ""
+    for args in runs:
+        result = subprocess.run(
+            [sys.executable, "-m", "zaptui", *args],
+            capture_output=True,
+            text=True,
+            env=debug,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        stderr += result.stderr
+
+    assert "DEBUG" in stderr  # debug output was on
+    for secret in (world.acme.private_key, world.sim.zappost.api_password, token):
+        assert secret not in stderr
+    # Nor the profiles' own data: debug output is for the operator's journal.
+    email = world.sim.klaviyo.profiles[world.members.mailable[0]].attributes["email"]
+    assert email not in stderr

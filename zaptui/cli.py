@@ -84,6 +84,9 @@ def _configure_logging(command: str) -> None:
     if _debug():
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         logging.basicConfig(level=logging.DEBUG, handlers=[handler])
+        from zaptui.headless import quiet_sql_echo
+
+        quiet_sql_echo()
         return
     handler.setFormatter(_OneLine())
     logging.basicConfig(level=logging.ERROR, handlers=[handler])

@@ -91,6 +91,13 @@ def configure_logging(log_format: str = "text", stream: TextIO | None = None) ->
         logging.getLogger(name).setLevel(logging.INFO)
     if os.environ.get("ZAPTUI_DEBUG"):
         root.setLevel(logging.DEBUG)
+        quiet_sql_echo()
+
+
+def quiet_sql_echo() -> None:
+    """Keep peewee's SQL echo out of debug output: it prints every value
+    written, the alert webhook's token and profiles' addresses among them."""
+    logging.getLogger("peewee").setLevel(logging.INFO)
 
 
 def run_headless_scheduler(args: argparse.Namespace) -> int:
