@@ -69,7 +69,9 @@ def add_acme(env: dict[str, str]) -> int:
     return 1
 
 
-def add_connection(env: dict[str, str], world: World, *extra: str) -> int:
+def add_connection(
+    env: dict[str, str], world: World, *extra: str, campaign: str | None = None
+) -> int:
     add_acme(env)
     result = zaptui(
         env,
@@ -80,7 +82,7 @@ def add_connection(env: dict[str, str], world: World, *extra: str) -> int:
         "--segment",
         world.segment.id,
         "--campaign",
-        world.campaign_id(),
+        campaign or world.campaign_id(),
         *extra,
     )
     assert result.stdout.startswith("created data connection 1: ")
@@ -176,17 +178,7 @@ def test_a_mapping_is_shown_and_changed_field_by_field(
     world: World, env: dict[str, str]
 ) -> None:
     spring = world.sim.zappost.campaign_named("Spring Sale A5 Postcard")
-    zaptui(
-        env,
-        "connection",
-        "add",
-        "--account",
-        str(add_acme(env)),
-        "--segment",
-        world.segment.id,
-        "--campaign",
-        spring.id,
-    )
+    add_connection(env, world, campaign=spring.id)
 
     saved = zaptui(
         env, "connection", "map", "1", "tier=properties.tier", "salutation=title"

@@ -460,11 +460,11 @@ def mailings_by_email(world: World) -> Counter[str]:
     )
 
 
-def sync_held_at(
-    world: World, connection_id: int, phase: str
-) -> tuple[threading.Thread, threading.Event, list[BaseException]]:
-    """Start a sync in a thread that waits at its first report of `phase`
-    until the returned event is set."""
+def sync_while_another_waits(
+    world: World, waiting_id: int, phase: str, syncing_id: int
+) -> SyncRun:
+    """Sync one connection while another's sync, in a thread, waits at its
+    first report of `phase`; then let that one finish. The first one's run."""
     reached, release = threading.Event(), threading.Event()
     errors: list[BaseException] = []
 
@@ -475,14 +475,28 @@ def sync_held_at(
 
     def run() -> None:
         try:
-            sync(world, connection_id, progress=wait_there)
-        except BaseException as error:  # surfaced by the test
+            sync(world, waiting_id, progress=wait_there)
+        except BaseException as error:  # surfaced below
             errors.append(error)
 
     thread = threading.Thread(target=run)
     thread.start()
-    assert reached.wait(10), f"the sync never reached {phase}"
-    return thread, release, errors
+    try:
+        assert reached.wait(10), f"the sync never reached {phase}"
+        synced = sync(world, syncing_id)
+    finally:
+        release.set()
+        thread.join(10)
+    assert errors == []
+    return synced
+
+
+def hold_back_across_accounts(world: World) -> tuple[DataConnection, DataConnection]:
+    """The hold-back rule on; Acme's segment, and another account's list of 20
+    of the same people."""
+    world.services.set_setting("hold_back_days", 30)
+    harbour = another_account_sharing(world, world.members.mailable[:20])
+    return world.connect(), harbour
 
 
 def test_hold_back_holds_a_person_another_account_is_submitting_now(
@@ -508,20 +522,11 @@ def test_hold_back_holds_back_across_accounts_on_postgresql(pg_db) -> None:
 def check_hold_back_of_a_submission_in_flight(world: World) -> None:
     """Of two accounts' runs that staged one person, the second to submit
     holds them back while the first is sending."""
-    world.services.set_setting("hold_back_days", 30)
-    shared = world.members.mailable[:20]
-    harbour = another_account_sharing(world, shared)
-    acme = world.connect()
+    acme, harbour = hold_back_across_accounts(world)
 
     # Acme's sync has staged everyone and is about to send its submission.
-    thread, release, errors = sync_held_at(world, acme.id, "submitting")
-    try:
-        run = sync(world, harbour.id)
-    finally:
-        release.set()
-        thread.join(10)
+    run = sync_while_another_waits(world, acme.id, "submitting", harbour.id)
 
-    assert errors == []
     assert run.imported == 0
     assert run.skipped_duplicate == 20
     reasons = {row.reason for row in outcomes(run).values()}
@@ -534,21 +539,12 @@ def check_hold_back_of_a_submission_in_flight(world: World) -> None:
 def check_hold_back_of_a_mailing_made_while_fetching(world: World) -> None:
     """A run holds back whoever another account mailed after its look at the
     ledger, before it submitted."""
-    world.services.set_setting("hold_back_days", 30)
-    shared = world.members.mailable[:20]
-    harbour = another_account_sharing(world, shared)
-    acme = world.connect()
+    acme, harbour = hold_back_across_accounts(world)
 
     # Harbour's sync has looked at the ledger for its one page and staged all
     # 20; Acme mails them before Harbour gets to submit.
-    thread, release, errors = sync_held_at(world, harbour.id, "fetching")
-    try:
-        sync(world, acme.id)
-    finally:
-        release.set()
-        thread.join(10)
+    sync_while_another_waits(world, harbour.id, "fetching", acme.id)
 
-    assert errors == []
     run = SyncRun.get(SyncRun.connection == harbour.id)
     assert (run.status, run.imported, run.skipped_duplicate) == ("succeeded", 0, 20)
     assert {row.reason for row in outcomes(run).values()} == {

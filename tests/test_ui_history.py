@@ -460,16 +460,22 @@ def remote(monkeypatch) -> None:
     monkeypatch.setenv("SSH_CONNECTION", "192.0.2.7 50022 192.0.2.1 22")
 
 
+async def press_o_in_the_oldest_runs_panel(pilot: Pilot) -> None:
+    """Open the panel of the oldest run (it has a submission) and press o."""
+    await settle(pilot)
+    table_of(pilot.app).focus()
+    await pilot.press("down", "down", "down", "down", "enter")
+    await settle(pilot)
+    await pilot.press("o")
+    await pilot.pause()
+
+
 async def test_o_opens_the_submission_link_of_the_open_run(services, desktop):
     runs = make_runs()
     app = HistoryHost(services)
 
     async with app.run_test(size=(120, 36)) as pilot:
-        await settle(pilot)
-        table_of(app).focus()
-        await pilot.press("down", "down", "down", "down", "enter")
-        await settle(pilot)
-        await pilot.press("o")
+        await press_o_in_the_oldest_runs_panel(pilot)
 
         assert app.opened == [runs[0].submission_url]
 
@@ -479,12 +485,7 @@ async def test_o_copies_the_link_where_no_browser_can_be_opened(services, remote
     app = HistoryHost(services)
 
     async with app.run_test(size=(120, 36)) as pilot:
-        await settle(pilot)
-        table_of(app).focus()
-        await pilot.press("down", "down", "down", "down", "enter")
-        await settle(pilot)
-        await pilot.press("o")
-        await pilot.pause()
+        await press_o_in_the_oldest_runs_panel(pilot)
 
         assert app.opened == []
         assert app.clipboard == runs[0].submission_url
