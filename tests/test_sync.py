@@ -529,8 +529,10 @@ def check_hold_back_of_a_submission_in_flight(world: World) -> None:
 
     assert run.imported == 0
     assert run.skipped_duplicate == 20
-    reasons = {row.reason for row in outcomes(run).values()}
+    rows = outcomes(run).values()
+    reasons = {row.reason for row in rows}
     assert reasons == {"being mailed by another sync now (hold-back of 30 days)"}
+    assert [row.record for row in rows if row.record is not None] == []  # not sent
     mailings = mailings_by_email(world)
     assert len(mailings) == len(world.members.mailable)
     assert set(mailings.values()) == {1}

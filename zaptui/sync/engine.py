@@ -992,6 +992,12 @@ def _outcome_sql() -> tuple[str, str]:
     return f'"{ProfileOutcome._meta.table_name}"', database_proxy.obj.param
 
 
+def _held_back_columns(mark: str) -> str:
+    """SET clause of a staged row held back: its record was never sent, so it
+    is not kept; the reason is the statement's first parameter."""
+    return f"outcome = 'held_back', record = NULL, reason = {mark}"
+
+
 def _hold_back_mailed(run_id: int, days: int) -> int:
     """Hold back the run's staged profiles the ledger has within `days`."""
     outcomes, mark = _outcome_sql()
@@ -1000,7 +1006,7 @@ def _hold_back_mailed(run_id: int, days: int) -> int:
     # Correlated, so that each staged row probes the hold-back indexes rather
     # than the ledger's whole window being gathered first.
     cursor = database_proxy.execute_sql(
-        f"UPDATE {outcomes} SET outcome = 'held_back', reason = {mark} "
+        f"UPDATE {outcomes} SET {_held_back_columns(mark)} "
         f"WHERE run_id = {mark} AND outcome = 'staged' AND ("
         f"EXISTS (SELECT 1 FROM {ledger} l WHERE l.profile_id = "
         f"{outcomes}.profile_id AND l.submitted_at > {mark}) OR "
@@ -1025,7 +1031,7 @@ def _hold_back_in_flight(run_id: int, days: int) -> int:
     runs = ", ".join([mark] * len(others))
     staged = f"FROM {outcomes} o WHERE o.run_id IN ({runs}) AND o.outcome = 'staged'"
     cursor = database_proxy.execute_sql(
-        f"UPDATE {outcomes} SET outcome = 'held_back', reason = {mark} "
+        f"UPDATE {outcomes} SET {_held_back_columns(mark)} "
         f"WHERE run_id = {mark} AND outcome = 'staged' AND ("
         f"profile_id IN (SELECT o.profile_id {staged}) OR "
         f"(email <> '' AND email IN (SELECT o.email {staged} AND o.email <> '')))",
