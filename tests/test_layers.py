@@ -20,6 +20,7 @@ CORE_MODULES = (
     "headless",
     "demo",
     "ssh",
+    "links",
 )
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import asyncssh
 import pytest
 
+from zaptui.links import browser_opens_here
 from zaptui.ssh import console_environment, start_server
-from zaptui.ui.links import browser_opens_here
 
 SCREEN_TIMEOUT = 60.0
 _ESCAPES = re.compile(rb"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(\x07|\x1b\\)")

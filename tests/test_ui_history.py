@@ -20,11 +20,11 @@ from ui_support import (
     static_text,
 )
 
+from zaptui.links import REMOTE_CONSOLE_ENV, browser_opens_here
 from zaptui.runtime import Runtime
 from zaptui.services import Services
 from zaptui.store import queries
 from zaptui.store.models import ProfileOutcome, SyncRun
-from zaptui.ui.links import REMOTE_CONSOLE_ENV, browser_opens_here
 from zaptui.ui.tabs.history import SyncHistoryTab, column_widths
 from zaptui.ui.widgets.run_panel import RunPanel
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import asyncssh
 
-from zaptui.ui.links import DISPLAY_VARIABLES, REMOTE_CONSOLE_ENV
+from zaptui.links import DISPLAY_VARIABLES, REMOTE_CONSOLE_ENV
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
 from zaptui.clock import format_utc
+from zaptui.links import browser_opens_here
 from zaptui.store import queries
-from zaptui.ui.links import browser_opens_here
 from zaptui.ui.text import clean
 from zaptui.ui.widgets.paged_table import (
     PagedTable,
