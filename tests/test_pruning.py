@@ -16,6 +16,7 @@ from zaptui.scheduler.pruning import prune, prune_if_due
 from zaptui.services import Services
 from zaptui.store.models import (
     Account,
+    AlertDelivery,
     ApiLogEntry,
     DataConnection,
     ProfileOutcome,
@@ -124,6 +125,29 @@ def test_old_log_entries_and_outcomes_go_and_history_and_ledger_stay(db) -> None
     assert SyncRun.get_by_id(old.id).imported == 30
     assert SubmittedProfile.select().count() == 56
     assert ApiLogEntry.select().count() == 5
+
+
+def test_alert_deliveries_made_or_given_up_go_and_pending_ones_stay(db) -> None:
+    conn = connection()
+    old, recent = utcnow() - 40 * DAY, utcnow() - 5 * DAY
+    for status, created in [
+        ("delivered", old),
+        ("given_up", old),
+        ("pending", old),
+        ("delivered", recent),
+    ]:
+        AlertDelivery.create(
+            connection=conn,
+            payload={"event": "alert_failing"},
+            status=status,
+            created_at=created,
+        )
+
+    pruned = prune(30, pause=0)
+
+    assert pruned.alert_deliveries == 2
+    left = [(d.status, d.created_at < utcnow() - 30 * DAY) for d in AlertDelivery]
+    assert sorted(left) == [("delivered", False), ("pending", True)]
 
 
 def test_the_retention_setting_decides_what_is_old(db) -> None:

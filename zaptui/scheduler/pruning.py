@@ -1,7 +1,8 @@
 """Keeping the database small: old API log entries and per-profile outcomes go.
 
 After the retention period (setting retention_days) API log entries, with
-their bodies, and the per-profile outcomes of finished runs are deleted, a
+their bodies, the per-profile outcomes of finished runs and the alert
+deliveries that were made or given up are deleted, a
 batch at a time in short transactions with a pause between them, so a sync
 waiting for the SQLite write lock gets it between two batches. The run rows
 (the sync history), submissions and the SubmittedProfile ledger (which
@@ -22,7 +23,9 @@ import peewee as pw
 
 from zaptui import settings
 from zaptui.clock import utcnow
+from zaptui.scheduler.alerts import PENDING
 from zaptui.store.models import (
+    AlertDelivery,
     ApiLogEntry,
     BaseModel,
     ProfileOutcome,
@@ -49,11 +52,12 @@ class Pruned:
 
     api_log_entries: int = 0
     profile_outcomes: int = 0
+    alert_deliveries: int = 0
 
     @property
     def total(self) -> int:
         """Every row deleted."""
-        return self.api_log_entries + self.profile_outcomes
+        return self.api_log_entries + self.profile_outcomes + self.alert_deliveries
 
 
 def cutoff(retention_days: int, now: datetime | None = None) -> datetime:
@@ -97,7 +101,24 @@ def prune(
         ProfileOutcome,
         pause,
     )
-    return Pruned(api_log_entries=api_log, profile_outcomes=outcomes)
+    # A pending delivery stays whatever its age: it gives itself up.
+    deliveries = _in_batches(
+        lambda: (
+            AlertDelivery.select(AlertDelivery.id)
+            .where(
+                (AlertDelivery.status != PENDING) & (AlertDelivery.created_at < before)
+            )
+            .order_by(AlertDelivery.id)
+            .limit(batch)
+        ),
+        AlertDelivery,
+        pause,
+    )
+    return Pruned(
+        api_log_entries=api_log,
+        profile_outcomes=outcomes,
+        alert_deliveries=deliveries,
+    )
 
 
 def _in_batches(
@@ -137,9 +158,11 @@ def prune_if_due(owner: str, every: timedelta = PRUNE_EVERY) -> Pruned | None:
     pruned = prune(now=now)
     if pruned.total:
         log.info(
-            "pruned %d API log entries and %d profile outcomes older than %d days",
+            "pruned %d API log entries, %d profile outcomes and %d alert "
+            "deliveries older than %d days",
             pruned.api_log_entries,
             pruned.profile_outcomes,
+            pruned.alert_deliveries,
             _retention_days(),
         )
     return pruned
