@@ -589,3 +589,41 @@ async def test_a_run_once_delivers_what_an_earlier_process_could_not(
     assert failed == 0
     assert receiver.taken == [alert.payload()]
     assert delivery().status == "delivered"
+
+
+async def test_an_alert_the_webhook_never_took_is_told_the_console(
+    fleet, caplog
+) -> None:
+    hook = Receiver(status=500)
+    settings.put("alert_webhook_url", hook.url())
+    (connection_id,) = fleet.pair(1, 1, members=1)
+    DataConnection.update(
+        failing=True,
+        last_error="Klaviyo refused the private key",
+        last_sync_at=utcnow(),
+    ).execute()  # failed, and not due again for a day
+    (alert,) = alerts.observe()
+    # Retried for nearly a day: the next failure is the last.
+    AlertDelivery.update(
+        created_at=utcnow() - alerts.GIVE_UP_AFTER + timedelta(seconds=30),
+        attempts=28,
+    ).execute()
+    events: list[SchedulerEvent] = []
+    try:
+        await SyncScheduler(
+            fleet.services, mode="headless", on_event=events.append
+        ).run_once()
+    finally:
+        hook.stop()
+
+    assert delivery().status == "given_up"
+    assert [(e.kind, e.connection_id) for e in events] == [
+        ("alert_undelivered", connection_id)
+    ]
+    name = DataConnection.get_by_id(connection_id).name
+    assert events[0].message == (
+        f"The alert webhook never took the alert_failing alert of data connection "
+        f"{connection_id} ({name}): it was given up after a day of retries."
+    )
+    gave_up = [r for r in caplog.records if "gave up" in r.getMessage()]
+    assert len(gave_up) == 1  # one log line, not one more for the event

@@ -193,6 +193,9 @@ class Deliveries:
     delivered: int = 0
     retrying: int = 0
     given_up: int = 0
+    # The deliveries given up because the webhook never took them (not those
+    # given up for want of a webhook): their connection ids and descriptions.
+    undelivered: tuple[tuple[int | None, str], ...] = ()
 
 
 def deliver_pending(
@@ -219,13 +222,27 @@ def _deliver(ids: list[int] | None, clock: Callable[[], datetime]) -> Deliveries
     if not url:
         return Deliveries(given_up=_give_up_unsent(ids, clock()))
     outcomes: Counter[str] = Counter()
+    undelivered: list[tuple[int | None, str]] = []
     for _ in range(BATCH):
         delivery = _claim_next(ids, clock())
         if delivery is None:
             break
         error = _post(delivery.payload, url)
-        outcomes[_settle(delivery, error, url, clock())] += 1
-    return Deliveries(**outcomes)
+        settled = _settle(delivery, error, url, clock())
+        outcomes[settled] += 1
+        if settled == GIVEN_UP:
+            connection = delivery.payload.get("data_connection", {})
+            undelivered.append((connection.get("id"), describe(delivery)))
+    return Deliveries(**outcomes, undelivered=tuple(undelivered))
+
+
+def describe(delivery: AlertDelivery) -> str:
+    """The delivery's alert as a sentence names it."""
+    connection = delivery.payload.get("data_connection", {})
+    return (
+        f"the {delivery.payload.get('event', 'alert')} alert of data connection "
+        f"{connection.get('id')} ({connection.get('name', '')})"
+    )
 
 
 def _claim_next(ids: list[int] | None, now: datetime) -> AlertDelivery | None:
@@ -296,10 +313,7 @@ def _settle(delivery: AlertDelivery, error: str | None, url: str, now: datetime)
     """Record how an attempt went: "delivered", "retrying" or "given_up"."""
     where = _where(url)
     connection = delivery.payload.get("data_connection", {})
-    about = (
-        f"the {delivery.payload.get('event', 'alert')} alert of data connection "
-        f"{connection.get('id')} ({connection.get('name', '')})"
-    )
+    about = describe(delivery)
     this = (AlertDelivery.id == delivery.id) & (AlertDelivery.status == PENDING)
     if error is None:
         AlertDelivery.update(status=DELIVERED, delivered_at=now, last_error="").where(

@@ -11,6 +11,7 @@ EVENT_KINDS = (
     "skipped_busy",
     "alert_failing",
     "alert_recovered",
+    "alert_undelivered",
 )
 
 

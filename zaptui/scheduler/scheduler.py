@@ -265,7 +265,22 @@ class SyncScheduler:
         await self._chore(pruning.prune_if_due, self.owner)
 
     async def _deliver_alerts(self) -> None:
-        await self._chore(alerts.deliver_pending)
+        await self._chore(self._deliver, None)
+
+    def _deliver(self, connection_ids: list[int] | None) -> None:
+        """Send the alerts due; each the webhook never took is told the console."""
+        done = alerts.deliver_pending(connection_ids)
+        for connection_id, about in done.undelivered:
+            self._emit(
+                SchedulerEvent(
+                    "alert_undelivered",
+                    connection_id,
+                    f"The alert webhook never took {about}: it was given up "
+                    "after a day of retries.",
+                ),
+                logging.ERROR,
+                logged=True,  # the alerts module's own line says so
+            )
 
     async def _renew_holds(self) -> None:
         await self._chore(self._keep_holds)
@@ -540,7 +555,7 @@ class SyncScheduler:
             SchedulerEvent(alert.kind, alert.connection_id, alert.message, run_id),
             logging.ERROR,
         )
-        alerts.deliver_pending([alert.connection_id])  # a failure is retried later
+        self._deliver([alert.connection_id])  # a failure is retried later
 
     def _keep_holds(self) -> None:
         """Renew the holds of the syncs in flight, so a short lease never lapses
@@ -566,9 +581,15 @@ class SyncScheduler:
                 sync.stop.set()
 
     def _emit(
-        self, event: SchedulerEvent, level: int, run: SyncRun | None = None
+        self,
+        event: SchedulerEvent,
+        level: int,
+        run: SyncRun | None = None,
+        *,
+        logged: bool = False,
     ) -> None:
-        """Log an event as one line and hand it to the console."""
+        """Log an event as one line (unless `logged` already) and hand it to the
+        console."""
         event = SchedulerEvent(
             event.kind, event.connection_id, redact_text(event.message), event.run_id
         )
@@ -585,7 +606,8 @@ class SyncScheduler:
                 failed=run.failed,
                 skipped=run.skipped_duplicate,
             )
-        log.log(level, "%s", event.message, extra={"zaptui": extra})
+        if not logged:
+            log.log(level, "%s", event.message, extra={"zaptui": extra})
         if self.on_event is None:
             return
         try:

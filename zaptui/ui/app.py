@@ -45,6 +45,7 @@ TABS: tuple[tuple[str, str, type[Widget], str], ...] = (
 EVENT_SEVERITY = {
     "sync_failed": "error",
     "alert_failing": "error",
+    "alert_undelivered": "error",
     "skipped_busy": "warning",
 }
 ENDED = ("sync_finished", "sync_failed")
