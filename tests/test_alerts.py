@@ -572,17 +572,24 @@ async def test_the_scheduler_retries_an_alert_until_the_webhook_takes_it(
     assert delivery().status == "delivered"
 
 
-async def test_a_run_once_delivers_what_an_earlier_process_could_not(
-    fleet, receiver
-) -> None:
-    settings.put("alert_webhook_url", receiver.url())
+def failed_and_alerted(fleet: Fleet) -> tuple[int, alerts.Alert]:
+    """A connection whose sync failed (not due again for a day), its alert
+    raised and queued for the webhook but not yet sent."""
     (connection_id,) = fleet.pair(1, 1, members=1)
     DataConnection.update(
         failing=True,
         last_error="Klaviyo refused the private key",
         last_sync_at=utcnow(),
-    ).execute()  # failed, and not due again for a day
-    (alert,) = alerts.observe()  # raised, then the process ended
+    ).execute()
+    (alert,) = alerts.observe()
+    return connection_id, alert
+
+
+async def test_a_run_once_delivers_what_an_earlier_process_could_not(
+    fleet, receiver
+) -> None:
+    settings.put("alert_webhook_url", receiver.url())
+    _, alert = failed_and_alerted(fleet)  # then the process ended
 
     failed = await SyncScheduler(fleet.services, mode="headless").run_once()
 
@@ -596,13 +603,7 @@ async def test_an_alert_the_webhook_never_took_is_told_the_console(
 ) -> None:
     hook = Receiver(status=500)
     settings.put("alert_webhook_url", hook.url())
-    (connection_id,) = fleet.pair(1, 1, members=1)
-    DataConnection.update(
-        failing=True,
-        last_error="Klaviyo refused the private key",
-        last_sync_at=utcnow(),
-    ).execute()  # failed, and not due again for a day
-    (alert,) = alerts.observe()
+    connection_id, _ = failed_and_alerted(fleet)
     # Retried for nearly a day: the next failure is the last.
     AlertDelivery.update(
         created_at=utcnow() - alerts.GIVE_UP_AFTER + timedelta(seconds=30),
