@@ -19,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import peewee as pw
 import pytest
 from scheduler_world import Fleet
+from store_support import stored_account, stored_connection
 
 from zaptui import settings
 from zaptui.clock import utcnow
@@ -26,7 +27,6 @@ from zaptui.scheduler import SchedulerEvent, SyncScheduler, alerts
 from zaptui.scheduler import scheduler as scheduler_module
 from zaptui.scheduler.alerts import Deliveries
 from zaptui.store.models import (
-    Account,
     AlertDelivery,
     ConnectionAlert,
     DataConnection,
@@ -230,15 +230,13 @@ def test_several_watchers_raise_each_change_once(db) -> None:
 
 def failing_connections(count: int = 1) -> list[int]:
     """Data connections whose last sync failed, not yet alerted."""
-    account = Account.create(klaviyo_id="K1", name="Acme", api_key_encrypted="x")
+    account = stored_account()
     return [
-        DataConnection.create(
-            account=account,
-            source_type="segment",
+        stored_connection(
+            account,
+            f"VIP {n}",
             source_id=f"S{n}",
-            source_name=f"VIP {n}",
             name=f"VIP {n} → Welcome Letter",
-            campaign_id="C1",
             campaign_name="Welcome Letter",
             failing=True,
             last_error="Klaviyo refused the private key",

@@ -9,6 +9,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from store_support import stored_account, stored_connection
 
 from zaptui.clock import utcnow
 from zaptui.domain.address import (
@@ -240,18 +241,9 @@ def test_mapping_a_hostile_profile_never_raises_and_explains_failures(
 
 def _connection_with_a_run() -> tuple[DataConnection, SyncRun]:
     """A new account's data connection and a run of it just started."""
-    from zaptui.store.models import Account
-
-    account = Account.create(
-        klaviyo_id=f"k{utcnow().timestamp()}", name="A", api_key_encrypted="x"
-    )
-    connection = DataConnection.create(
-        account=account,
-        source_type="segment",
-        source_id="s",
-        source_name="S",
-        name="N",
-        campaign_id="c",
+    account = stored_account("A", klaviyo_id=f"k{utcnow().timestamp()}")
+    connection = stored_connection(
+        account, "S", source_id="s", name="N", campaign_id="c"
     )
     run = SyncRun.create(
         connection=connection, reference=f"r{connection.id}", trigger="manual"

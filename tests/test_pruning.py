@@ -8,6 +8,8 @@ import threading
 import time
 from datetime import timedelta
 
+from store_support import stored_account, stored_connection
+
 from zaptui import settings
 from zaptui.clock import set_clock, utcnow
 from zaptui.runtime import Runtime
@@ -15,7 +17,6 @@ from zaptui.scheduler import SyncScheduler
 from zaptui.scheduler.pruning import prune, prune_if_due
 from zaptui.services import Services
 from zaptui.store.models import (
-    Account,
     AlertDelivery,
     ApiLogEntry,
     DataConnection,
@@ -30,14 +31,12 @@ DAY = timedelta(days=1)
 
 
 def connection() -> DataConnection:
-    account = Account.create(klaviyo_id="K1", name="Acme", api_key_encrypted="x")
-    return DataConnection.create(
-        account=account,
+    return stored_connection(
+        stored_account(),
+        "Newsletter",
         source_type="list",
         source_id="L1",
-        source_name="Newsletter",
         name="Newsletter → Welcome Letter",
-        campaign_id="C1",
     )
 
 

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from store_support import stored_account, stored_connection
 
 from zaptui.runtime import Runtime
 from zaptui.services import Services
@@ -129,14 +130,8 @@ def test_the_hold_back_indexes_exist_while_the_rule_is_on(db):
 
 def _vip_postcards() -> DataConnection:
     """Acme's "VIP postcards" connection, in whichever database is open."""
-    account = Account.create(klaviyo_id="K1", name="Acme", api_key_encrypted="x")
-    return DataConnection.create(
-        account=account,
-        source_type="segment",
-        source_id="S1",
-        source_name="VIP",
-        name="VIP postcards",
-        campaign_id="C1",
+    return stored_connection(
+        stored_account(), "VIP", source_id="S1", name="VIP postcards"
     )
 
 

@@ -17,6 +17,7 @@ import peewee as pw
 import pytest
 from conftest import PG_URL
 from scheduler_world import private_pg_url
+from store_support import stored_account, stored_connection
 
 from zaptui.clock import set_clock, utcnow
 from zaptui.scheduler.due import due_connections, is_due
@@ -44,15 +45,14 @@ def url(request, tmp_path) -> Iterator[str]:
 
 
 def make_account(name: str, connections: int) -> tuple[Account, list[DataConnection]]:
-    account = Account.create(klaviyo_id=name, name=name, api_key_encrypted="x")
+    account = stored_account(name, klaviyo_id=name)
     rows = [
-        DataConnection.create(
-            account=account,
+        stored_connection(
+            account,
+            f"List {n}",
             source_type="list",
             source_id=f"{name}-{n}",
-            source_name=f"List {n}",
             name=f"{name} list {n}",
-            campaign_id="C1",
         )
         for n in range(connections)
     ]
