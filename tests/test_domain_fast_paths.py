@@ -35,7 +35,7 @@ from zaptui.domain.mapping import (
     check_value,
     quoted,
 )
-from zaptui.domain.profile import Profile, _text
+from zaptui.domain.profile import _TEXT_FIELDS, Profile, _text
 
 ascii_text = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40)
 """Printable ASCII, the text the plain cleansing path takes."""
@@ -111,18 +111,12 @@ def read_generally(raw: Any) -> dict[str, Any]:
     raw = raw if isinstance(raw, dict) else {}
     attributes = raw.get("attributes")
     attributes = attributes if isinstance(attributes, dict) else {}
-    fields = {"id": _text(raw.get("id"))}
-    for name in (
-        "email",
-        "phone_number",
-        "external_id",
-        "first_name",
-        "last_name",
-        "organization",
-        "title",
-        "locale",
-    ):
-        fields[name] = _text(attributes.get(name))
+    # Every text field the profile names: one the fast path forgets to read
+    # inline differs here. The id is the resource's, the rest attributes.
+    fields = {
+        name: _text(raw.get(name) if name == "id" else attributes.get(name))
+        for name in _TEXT_FIELDS
+    }
     for name in ("location", "properties"):
         value = attributes.get(name)
         fields[name] = value if isinstance(value, dict) else {}
